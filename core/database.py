@@ -1,0 +1,51 @@
+"""Opening the job database: SQLite by default, PostgreSQL when the URL says so.
+
+Users write plain URLs (``sqlite:///data/images.db``, ``postgresql://user:pass@host/db``); this module picks
+the async driver, so one setting serves the API, the workers and the tools.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
+
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+def async_database_url(database_url: str) -> URL:
+    """``database_url`` with the async driver this project uses for its backend."""
+    url = make_url(database_url)
+    backend = url.drivername.split("+", 1)[0]
+    if backend not in _ASYNC_DRIVERS:
+        raise ValueError(f"DATABASE_URL: unsupported database {backend!r}; use sqlite:/// or postgresql://")
+    return url.set(drivername=_ASYNC_DRIVERS[backend])
+
+
+def create_engine(database_url: str) -> AsyncEngine:
+    """An engine for ``database_url``; for SQLite, the file's folder is created and WAL mode switched on.
+
+    WAL plus a busy timeout lets the API read while a worker writes; a write that still finds the file locked
+    raises, and the worker treats that as a transient error.
+    """
+    url = async_database_url(database_url)
+    if url.get_backend_name() != "sqlite":
+        return create_async_engine(url, pool_pre_ping=True)
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url)
+    event.listen(engine.sync_engine, "connect", _configure_sqlite)
+    return engine
+
+
+def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()

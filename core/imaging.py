@@ -1,0 +1,34 @@
+"""What the pipeline accepts as an image, decided the same way at the API and in the workers.
+
+Pillow recognises a file by its magic bytes, not its name or MIME type, and some of its plug-ins run external
+programs (EPS through Ghostscript): only the formats in ``ALLOWED_IMAGE_FORMATS`` are ever opened. Pixel
+counts above Pillow's decompression-bomb limit are errors here, not warnings.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from typing import Final
+
+from PIL import Image, UnidentifiedImageError
+
+ALLOWED_IMAGE_FORMATS: Final = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF")
+
+
+class UnsupportedImage(ValueError):
+    """The bytes are not an image of an allowed format, or the image is too large to decode safely."""
+
+
+def open_image(data: bytes) -> Image.Image:
+    """Open ``data`` lazily (header only) as an allowed format within the pixel limit."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=ALLOWED_IMAGE_FORMATS)
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise UnsupportedImage(f"image has too many pixels: {exc}") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        allowed = ", ".join(ALLOWED_IMAGE_FORMATS)
+        raise UnsupportedImage(f"not an image in an accepted format ({allowed})") from exc
+    return image

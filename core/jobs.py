@@ -1,0 +1,164 @@
+"""The jobs table: what clients poll, what the API records on accept and the workers update.
+
+The API writes a job only after the broker acked its event. A worker may have picked the event up and written
+its status first; the API's late ``queued`` then only fills in how the job was requested.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core.database import create_engine
+
+metadata = MetaData()
+
+jobs_table = Table(
+    "jobs",
+    metadata,
+    Column("image_id", String(36), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("filter", String(32), nullable=False),
+    Column("source_url", Text, nullable=True),
+    Column("blob_key", String(512), nullable=True),
+    Column("request_fingerprint", String(64), nullable=True),
+    Column("requested_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("error", Text, nullable=True),
+    Column("result_key", String(512), nullable=True),
+)
+
+
+class JobStatus(StrEnum):
+    """Where a job is: accepted and waiting, being worked on, finished, or given up on."""
+
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One image job as stored. Exactly one of ``source_url`` and ``blob_key`` is set."""
+
+    image_id: str
+    status: JobStatus
+    filter: str
+    source_url: str | None
+    blob_key: str | None
+    request_fingerprint: str | None
+    requested_at: dt.datetime
+    updated_at: dt.datetime
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    attempts: int = 0
+    error: str | None = None
+    result_key: str | None = None
+
+
+def utc_now() -> dt.datetime:
+    """The current time, timezone-aware, as stored in every timestamp column."""
+    return dt.datetime.now(dt.UTC)
+
+
+def _as_utc(value: dt.datetime | None) -> dt.datetime | None:
+    # SQLite keeps no zone: values come back naive, and they were written in UTC.
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=dt.UTC)
+
+
+class JobStore:
+    """Reads and writes jobs in the database named by ``DATABASE_URL``."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def from_url(cls, database_url: str) -> JobStore:
+        return cls(create_engine(database_url))
+
+    async def create_schema(self) -> None:
+        """Create missing tables; existing ones are left as they are."""
+        async with self.engine.begin() as connection:
+            await connection.run_sync(metadata.create_all)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def ping(self) -> None:
+        """Raise if the database does not answer a trivial query."""
+        async with self.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def record_accepted(self, job: Job) -> None:
+        """Insert ``job`` as accepted; if a worker got there first, keep its status and add what it lacks."""
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        insert = dialect.insert(jobs_table).values(**_job_values(job))
+        described = ("filter", "source_url", "blob_key", "request_fingerprint", "requested_at")
+        statement = insert.on_conflict_do_update(
+            index_elements=["image_id"],
+            set_={column: insert.excluded[column] for column in described},
+            where=jobs_table.c.request_fingerprint.is_(None),
+        )
+        async with self.engine.begin() as connection:
+            await connection.execute(statement)
+
+    async def get(self, image_id: str) -> Job | None:
+        async with self.engine.connect() as connection:
+            row = (
+                (await connection.execute(select(jobs_table).where(jobs_table.c.image_id == image_id)))
+                .mappings()
+                .first()
+            )
+        return None if row is None else _job_from_row(row)
+
+
+def _job_values(job: Job) -> dict[str, Any]:
+    return {
+        "image_id": job.image_id,
+        "status": job.status.value,
+        "filter": job.filter,
+        "source_url": job.source_url,
+        "blob_key": job.blob_key,
+        "request_fingerprint": job.request_fingerprint,
+        "requested_at": job.requested_at,
+        "updated_at": job.updated_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "attempts": job.attempts,
+        "error": job.error,
+        "result_key": job.result_key,
+    }
+
+
+def _job_from_row(row: Any) -> Job:
+    requested_at = _as_utc(row["requested_at"])
+    updated_at = _as_utc(row["updated_at"])
+    assert requested_at is not None, "NOT NULL column"
+    assert updated_at is not None, "NOT NULL column"
+    return Job(
+        image_id=row["image_id"],
+        status=JobStatus(row["status"]),
+        filter=row["filter"],
+        source_url=row["source_url"],
+        blob_key=row["blob_key"],
+        request_fingerprint=row["request_fingerprint"],
+        requested_at=requested_at,
+        updated_at=updated_at,
+        started_at=_as_utc(row["started_at"]),
+        finished_at=_as_utc(row["finished_at"]),
+        attempts=row["attempts"],
+        error=row["error"],
+        result_key=row["result_key"],
+    )

@@ -1,0 +1,58 @@
+"""One typed settings object per process, read from the environment.
+
+Every process builds it once at start-up and passes it down, so tests can hand in their own. Each field is
+read from the environment variable of the same name in upper case (``KAFKA_BOOTSTRAP_SERVERS``,
+``IMAGES_TOPIC``, ...); a bad value fails start-up with a message that names the variable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class Settings(BaseSettings):
+    """Configuration shared by ``image-api``, ``image-worker`` and ``image-replay``."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
+    kafka_bootstrap_servers: str = Field(
+        default="localhost:9092", description="Comma-separated host:port list of Kafka brokers."
+    )
+    images_topic: str = Field(default="images", min_length=1, description="Main topic of image_process events.")
+    dlq_topic: str = Field(default="images.dlq", min_length=1, description="Dead-letter topic.")
+    topic_partitions: int = Field(default=6, ge=1, description="Partitions of the main topic when created.")
+    topic_replication_factor: int = Field(default=1, ge=1, description="Replication factor of created topics.")
+    consumer_group: str = Field(default="image-workers", min_length=1, description="Workers' consumer group.")
+
+    database_url: str = Field(
+        default="sqlite:///data/images.db",
+        description="Job status database: sqlite:///PATH (default) or postgresql://USER:PASS@HOST/DB.",
+    )
+    storage_dir: Path = Field(default=Path("data/blobs"), description="Where uploads and results are stored.")
+
+    send_timeout_s: PositiveSeconds = Field(
+        default=5.0, description="Longest the API waits for the broker's ack before answering 503."
+    )
+    retry_after_s: int = Field(default=5, ge=1, description="Retry-After the API sends with a 503.")
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1, description="Largest accepted upload.")
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _bootstrap_has_hosts(cls, value: str) -> str:
+        hosts = [host.strip() for host in value.split(",") if host.strip()]
+        if not hosts or any(":" not in host for host in hosts):
+            raise ValueError("expected a comma-separated list of host:port, e.g. localhost:9092")
+        return ",".join(hosts)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_is_supported(cls, value: str) -> str:
+        if not value.startswith(("sqlite", "postgres")):
+            raise ValueError("expected sqlite:///PATH or postgresql://USER:PASS@HOST/DB")
+        return value

@@ -1,0 +1,40 @@
+"""Creating the pipeline's topics explicitly, with the partition count the settings ask for.
+
+Brokers may auto-create topics with one partition on first use; that would silently cap a consumer group at
+one useful worker, so the pipeline never relies on it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError, for_code
+
+from core.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+async def ensure_topics(settings: Settings, *, timeout_ms: int = 10_000) -> None:
+    """Create the main and dead-letter topics if missing; existing topics are left untouched."""
+    wanted = [
+        NewTopic(settings.images_topic, settings.topic_partitions, settings.topic_replication_factor),
+        NewTopic(settings.dlq_topic, settings.topic_partitions, settings.topic_replication_factor),
+    ]
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=timeout_ms)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [topic for topic in wanted if topic.name not in existing]
+        if not missing:
+            return
+        response = await admin.create_topics(missing, timeout_ms=timeout_ms)
+        for topic, error_code, *_ in response.topic_errors:
+            error = for_code(error_code)
+            if error_code == 0:
+                logger.info("created topic %s", topic)
+            elif error is not TopicAlreadyExistsError:
+                raise error(f"could not create topic {topic}")
+    finally:
+        await admin.close()

@@ -1,0 +1,62 @@
+"""The FastAPI application: wiring only (routers, lifespan, error handlers)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from core.blobs import BlobStore
+from core.jobs import JobStore
+from core.settings import Settings
+from producer import health, images
+from producer.deps import Services
+from producer.intake import JobIntake
+from producer.publisher import EventPublisher
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API for ``settings`` (read from the environment when not given)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        jobs = JobStore.from_url(settings.database_url)
+        await jobs.create_schema()
+        blobs = BlobStore(settings.storage_dir)
+        publisher = EventPublisher(settings)
+        await publisher.start()
+        app.state.services = Services(
+            settings=settings,
+            jobs=jobs,
+            blobs=blobs,
+            publisher=publisher,
+            intake=JobIntake(settings, jobs, blobs, publisher),
+        )
+        try:
+            yield
+        finally:
+            await publisher.stop()
+            await jobs.close()
+
+    app = FastAPI(
+        title="Image pipeline API",
+        summary="Accepts image jobs and appends them to a Kafka event log; workers process them later.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.include_router(images.router)
+    app.include_router(health.router)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    return app
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    # FastAPI's default handler echoes the input, which may be binary or huge; the message and location suffice.
+    assert isinstance(exc, RequestValidationError)
+    errors = [{key: error[key] for key in ("type", "loc", "msg") if key in error} for error in exc.errors()]
+    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)

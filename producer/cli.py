@@ -1,0 +1,34 @@
+"""``image-api``: serve the upload API with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import uvicorn
+from pydantic import ValidationError
+
+from core.settings import Settings
+from producer.app import create_app
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="image-api",
+        description=(
+            "Serve the image-job API: POST /images appends an image_process event to Kafka and answers 202. "
+            "Settings come from environment variables (KAFKA_BOOTSTRAP_SERVERS, DATABASE_URL, ...; see README)."
+        ),
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8000, help="TCP port to listen on (default: %(default)s)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        sys.exit(f"image-api: invalid settings:\n{exc}")
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)

@@ -1,0 +1,159 @@
+"""``/images``: submit a job, read its status, fetch its result."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Header, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+
+from core.jobs import Job, JobStatus
+from producer.body import UnsupportedMediaType, read_job_request, reject
+from producer.deps import ServicesDep
+from producer.intake import IdempotencyKeyReused
+from producer.models import ImageJobRequest, JobAccepted, JobSource, JobView, Problem
+from producer.publisher import BrokerUnavailable
+from schemas import FilterName
+
+router = APIRouter(prefix="/images", tags=["images"])
+
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+_UPLOAD_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["file", "filter"],
+    "properties": {
+        "file": {"type": "string", "format": "binary", "description": "The image (PNG, JPEG, GIF, WEBP, ...)."},
+        "filter": {"type": "string", "enum": [name.value for name in FilterName]},
+    },
+}
+_SUBMIT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": ImageJobRequest.model_json_schema()},
+            "multipart/form-data": {"schema": _UPLOAD_SCHEMA},
+        },
+    }
+}
+
+
+@router.post(
+    "",
+    status_code=202,
+    summary="Submit an image job",
+    openapi_extra=_SUBMIT_BODY,
+    responses={
+        415: {"model": Problem, "description": "The body is neither JSON nor multipart/form-data."},
+        503: {"model": Problem, "description": "The event log did not ack in time; retry after Retry-After."},
+    },
+)
+async def submit_image(
+    request: Request,
+    services: ServicesDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            description="Makes retries safe: the same key returns the same job and never creates a second one.",
+        ),
+    ] = None,
+) -> JSONResponse:
+    """Append an ``image_process`` event keyed by a new image id; answer once the broker acked it."""
+    if idempotency_key is not None and not _is_valid_key(idempotency_key):
+        message = f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters"
+        raise RequestValidationError([{"type": "value_error", "loc": ("header", "idempotency-key"), "msg": message}])
+    try:
+        source, image_filter = await read_job_request(request, services.settings.max_upload_bytes)
+    except UnsupportedMediaType as exc:
+        return _problem(415, str(exc))
+    try:
+        acceptance = await services.intake.submit(source, image_filter, idempotency_key)
+    except IdempotencyKeyReused as exc:
+        reject("", str(exc), "idempotency_key_reused")
+    except BrokerUnavailable:
+        retry_after_s = services.settings.retry_after_s
+        return _problem(
+            503,
+            f"the event log is unavailable; nothing was accepted, retry in {retry_after_s} s",
+            headers={"Retry-After": str(retry_after_s)},
+        )
+    job = acceptance.job
+    body = JobAccepted(
+        id=UUID(job.image_id),
+        status=job.status,
+        status_url=_status_path(job.image_id),
+        result_url=_result_path(job.image_id),
+    )
+    headers = {"Location": body.status_url}
+    if acceptance.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(body.model_dump(mode="json"), status_code=202, headers=headers)
+
+
+@router.get("/{image_id}", responses={404: {"model": Problem}}, summary="Read a job's status")
+async def read_status(image_id: UUID, services: ServicesDep) -> JobView:
+    job = await services.jobs.get(str(image_id))
+    if job is None:
+        raise _not_found(image_id)
+    return _view(job)
+
+
+@router.get(
+    "/{image_id}/result",
+    summary="Download the processed image",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"image/png": {}}, "description": "The processed image."},
+        404: {"model": Problem},
+        409: {"model": Problem, "description": "The job is not done (yet)."},
+    },
+)
+async def read_result(image_id: UUID, services: ServicesDep) -> Any:
+    job = await services.jobs.get(str(image_id))
+    if job is None:
+        raise _not_found(image_id)
+    if job.status is not JobStatus.DONE or job.result_key is None:
+        return _problem(409, f"job {image_id} is {job.status.value}; its result is served once it is done")
+    path = services.blobs.path(job.result_key)
+    if not path.is_file():
+        return _problem(404, f"the result of job {image_id} is no longer stored")
+    return FileResponse(path, media_type="image/png")
+
+
+def _not_found(image_id: UUID) -> HTTPException:
+    return HTTPException(404, f"no image job {image_id}")
+
+
+def _problem(status_code: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
+
+
+def _status_path(image_id: str) -> str:
+    return f"/images/{image_id}"
+
+
+def _result_path(image_id: str) -> str:
+    return f"/images/{image_id}/result"
+
+
+def _is_valid_key(key: str) -> bool:
+    return 0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH and key.isascii() and key.isprintable()
+
+
+def _view(job: Job) -> JobView:
+    source = JobSource(kind="url", url=job.source_url) if job.source_url else JobSource(kind="upload")
+    return JobView(
+        id=UUID(job.image_id),
+        status=job.status,
+        filter=job.filter,
+        source=source,
+        requested_at=job.requested_at,
+        updated_at=job.updated_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        attempts=job.attempts,
+        error=job.error,
+        result_url=_result_path(job.image_id) if job.status is JobStatus.DONE else None,
+    )

@@ -1,0 +1,109 @@
+"""Turning a validated request into exactly one accepted job.
+
+Order matters: the upload (if any) is stored, then the event is appended and acked, and only then is the job
+recorded and 202 returned. A failure before the ack leaves no job behind; the client gets 503 and retries.
+
+With an ``Idempotency-Key`` the image id and event id are derived from the key (and the request), so a retry
+names the same job: when it was already accepted the API answers from the database without a second event;
+when an earlier attempt timed out but reached Kafka after all, the retry's event carries the same event id and
+the workers process it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+
+from core.blobs import BlobStore
+from core.jobs import Job, JobStatus, JobStore, utc_now
+from core.settings import Settings
+from producer.publisher import EventPublisher
+from schemas import BlobSource, FilterName, ImageProcessEvent, UrlSource, encode_event, event_headers
+
+# Fixed namespace for ids derived from idempotency keys: changing it would break retries across a deploy.
+IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1d3a52-8c1e-4f7a-9a36-2b8e5d0c7e41")
+
+
+class IdempotencyKeyReused(Exception):
+    """The key was already used for a different request: the client has a bug, not a retry."""
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """An uploaded image that passed validation, still in memory."""
+
+    data: bytes
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Acceptance:
+    job: Job
+    replayed: bool
+
+
+class JobIntake:
+    """Accepts image jobs: stores uploads, publishes ``image_process`` events, records jobs."""
+
+    def __init__(self, settings: Settings, jobs: JobStore, blobs: BlobStore, publisher: EventPublisher) -> None:
+        self._settings = settings
+        self._jobs = jobs
+        self._blobs = blobs
+        self._publisher = publisher
+
+    async def submit(
+        self, source: str | Upload, image_filter: FilterName, idempotency_key: str | None = None
+    ) -> Acceptance:
+        """Accept one job; raises ``BrokerUnavailable`` (answer 503) or ``IdempotencyKeyReused`` (422)."""
+        fingerprint = _fingerprint(source, image_filter)
+        if idempotency_key is None:
+            image_id, event_id = uuid.uuid4(), uuid.uuid4()
+        else:
+            image_id = uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"image:{idempotency_key}")
+            event_id = uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"event:{idempotency_key}:{fingerprint}")
+            existing = await self._jobs.get(str(image_id))
+            if existing is not None:
+                if existing.request_fingerprint != fingerprint:
+                    raise IdempotencyKeyReused("Idempotency-Key was already used for a different request")
+                return Acceptance(existing, replayed=True)
+
+        if isinstance(source, Upload):
+            blob_key = self._blobs.upload_key(str(image_id))
+            await self._blobs.put(blob_key, source.data)
+            event_source: UrlSource | BlobSource = BlobSource(
+                key=blob_key, size_bytes=len(source.data), sha256=source.sha256
+            )
+        else:
+            event_source = UrlSource.model_validate({"url": source})
+
+        now = utc_now()
+        event = ImageProcessEvent(
+            event_id=event_id, image_id=image_id, source=event_source, filter=image_filter, requested_at=now
+        )
+        await self._publisher.publish(
+            self._settings.images_topic,
+            key=str(image_id).encode(),
+            value=encode_event(event),
+            headers=event_headers(event),
+        )
+        job = Job(
+            image_id=str(image_id),
+            status=JobStatus.QUEUED,
+            filter=image_filter.value,
+            source_url=str(event_source.url) if isinstance(event_source, UrlSource) else None,
+            blob_key=event_source.key if isinstance(event_source, BlobSource) else None,
+            request_fingerprint=fingerprint,
+            requested_at=now,
+            updated_at=now,
+        )
+        await self._jobs.record_accepted(job)
+        return Acceptance(job, replayed=False)
+
+
+def _fingerprint(source: str | Upload, image_filter: FilterName) -> str:
+    described = f"upload:{source.sha256}" if isinstance(source, Upload) else f"url:{source}"
+    return hashlib.sha256(f"{described}\n{image_filter.value}".encode()).hexdigest()

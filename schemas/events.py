@@ -1,0 +1,115 @@
+"""The ``image_process`` event: its versioned models and its wire format.
+
+An event is UTF-8 JSON with ``type`` and ``version`` fields. Decoding looks at those two first and then
+validates against the model registered for that pair, so a consumer can tell "not an event at all" from "an
+event from a newer producer" and dead-letter either with a precise reason. Models are frozen and forbid extra
+fields: a producer that drifts from the schema is caught at the consumer, not half-processed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Final, Literal
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, UrlConstraints, ValidationError
+
+from schemas.filters import FilterName
+
+EVENT_TYPE: Final = "image_process"
+CONTENT_TYPE: Final = "application/json"
+MAX_URL_LENGTH: Final = 2048
+
+ImageUrl = Annotated[HttpUrl, UrlConstraints(max_length=MAX_URL_LENGTH, allowed_schemes=["http", "https"])]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class UrlSource(_Frozen):
+    """The image is fetched from a public http(s) URL."""
+
+    kind: Literal["url"] = "url"
+    url: ImageUrl
+
+
+class BlobSource(_Frozen):
+    """The image was uploaded; its bytes sit in the blob store under ``key``, never in the event."""
+
+    kind: Literal["blob"] = "blob"
+    # Relative path segments only: no "..", no leading "/" or ".", so a key can never leave the store.
+    key: str = Field(max_length=512, pattern=r"^[\w-][\w.-]*(/[\w-][\w.-]*)*$")
+    size_bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+ImageSource = Annotated[UrlSource | BlobSource, Field(discriminator="kind")]
+
+
+class ImageProcessV1(_Frozen):
+    """Version 1 of the request to apply ``filter`` to one image.
+
+    ``event_id`` is the idempotency key of the work (a redelivered or re-sent event has the same one);
+    ``image_id`` is the Kafka record key, so all events of one image stay in one partition, in order.
+    """
+
+    type: Literal["image_process"] = EVENT_TYPE
+    version: Literal[1] = 1
+    event_id: UUID
+    image_id: UUID
+    source: ImageSource
+    filter: FilterName
+    requested_at: AwareDatetime
+
+
+ImageProcessEvent = ImageProcessV1
+"""The version this code produces; consumers accept every registered version."""
+
+_MODELS: Final[dict[tuple[str, int], type[ImageProcessV1]]] = {(EVENT_TYPE, 1): ImageProcessV1}
+
+
+class EventDecodeError(ValueError):
+    """The record can never be processed as it is: dead-letter it, do not retry."""
+
+
+class MalformedEvent(EventDecodeError):
+    """Not UTF-8 JSON, or JSON that does not match the model its type and version name."""
+
+
+class UnsupportedEventVersion(EventDecodeError):
+    """A well-formed event of a type or version this code does not know (e.g. from a newer producer)."""
+
+
+def encode_event(event: ImageProcessEvent) -> bytes:
+    """The record value for ``event``."""
+    return event.model_dump_json().encode()
+
+
+def event_headers(event: ImageProcessEvent) -> list[tuple[str, bytes]]:
+    """Record headers that let tools route or filter without parsing the value."""
+    return [
+        ("content-type", CONTENT_TYPE.encode()),
+        ("event-type", event.type.encode()),
+        ("event-version", str(event.version).encode()),
+    ]
+
+
+def decode_event(value: bytes | None) -> ImageProcessEvent:
+    """Parse a record value, raising an :class:`EventDecodeError` subclass that says why it is unusable."""
+    if value is None:
+        raise MalformedEvent("record has no value (tombstone)")
+    try:
+        document = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedEvent(f"value is not UTF-8 JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise MalformedEvent(f"value is JSON {type(document).__name__}, expected an object")
+    event_type, version = document.get("type"), document.get("version")
+    model = _MODELS.get((event_type, version)) if isinstance(event_type, str) and isinstance(version, int) else None
+    if model is None:
+        raise UnsupportedEventVersion(f"unknown event type/version {event_type!r}/{version!r}")
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        raise MalformedEvent(f"{event_type} v{version} does not match its schema: {exc}") from exc
