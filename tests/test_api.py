@@ -1,0 +1,269 @@
+"""The upload API against a real broker: 202 after the ack, one event per job, clear 4xx for bad input."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import io
+import random
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+from sqlalchemy import update
+
+from core.blobs import BlobStore
+from core.jobs import JobStatus, JobStore, jobs_table
+from core.settings import Settings
+from schemas import BlobSource, UrlSource, decode_event
+from tests.conftest import api_client, make_settings
+from tests.kafka_reads import partition_count, read_topic
+
+pytestmark = pytest.mark.integration
+
+
+def png_bytes(size: tuple[int, int] = (8, 6), color: tuple[int, int, int] = (200, 40, 90)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def noise_png_bytes(size: tuple[int, int]) -> bytes:
+    """A PNG that does not compress: its size on the wire is about width * height * 3."""
+    noise = random.Random(0).randbytes(size[0] * size[1] * 3)
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", size, noise).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def test_post_url_appends_one_keyed_event_and_answers_202(api: httpx.AsyncClient, settings: Settings) -> None:
+    response = await api.post("/images", json={"url": "https://example.com/cat.jpg", "filter": "grayscale"})
+
+    assert response.status_code == 202
+    body = response.json()
+    image_id = body["id"]
+    assert body == {
+        "id": image_id,
+        "status": "queued",
+        "status_url": f"/images/{image_id}",
+        "result_url": f"/images/{image_id}/result",
+    }
+    assert response.headers["location"] == f"/images/{image_id}"
+
+    records = await read_topic(settings.kafka_bootstrap_servers, settings.images_topic)
+    assert len(records) == 1
+    record = records[0]
+    assert record.key == image_id.encode()
+    event = decode_event(record.value)
+    assert str(event.image_id) == image_id
+    assert event.filter == "grayscale"
+    assert isinstance(event.source, UrlSource)
+    assert str(event.source.url) == "https://example.com/cat.jpg"
+    assert dict(record.headers)["event-type"] == b"image_process"
+
+
+async def test_topics_are_created_with_configured_partitions(api: httpx.AsyncClient, settings: Settings) -> None:
+    assert await partition_count(settings.kafka_bootstrap_servers, settings.images_topic) == 3
+    assert await partition_count(settings.kafka_bootstrap_servers, settings.dlq_topic) == 3
+
+
+async def test_events_of_one_image_share_a_partition(api: httpx.AsyncClient, settings: Settings) -> None:
+    ids = set()
+    for index in range(12):
+        response = await api.post("/images", json={"url": f"https://example.com/{index}.png", "filter": "blur"})
+        ids.add(response.json()["id"])
+    records = await read_topic(settings.kafka_bootstrap_servers, settings.images_topic)
+    assert {record.key.decode() for record in records} == ids
+    assert len({record.partition for record in records}) > 1, "keys should spread over partitions"
+
+
+async def test_upload_stores_bytes_in_blob_store_not_in_the_event(api: httpx.AsyncClient, settings: Settings) -> None:
+    image = noise_png_bytes((64, 64))
+    response = await api.post("/images", files={"file": ("cat.png", image, "image/png")}, data={"filter": "sepia"})
+
+    assert response.status_code == 202
+    image_id = response.json()["id"]
+    [record] = await read_topic(settings.kafka_bootstrap_servers, settings.images_topic)
+    event = decode_event(record.value)
+    assert isinstance(event.source, BlobSource)
+    assert event.source.sha256 == hashlib.sha256(image).hexdigest()
+    assert event.source.size_bytes == len(image)
+    assert await BlobStore(settings.storage_dir).get(event.source.key) == image
+    assert len(record.value) < 1024, "the event carries a reference, not the image"
+    status = (await api.get(f"/images/{image_id}")).json()
+    assert status["source"] == {"kind": "upload", "url": None}
+
+
+async def test_idempotency_key_retry_returns_same_job_without_second_event(
+    api: httpx.AsyncClient, settings: Settings
+) -> None:
+    request = {"url": "https://example.com/dog.png", "filter": "invert"}
+    headers = {"Idempotency-Key": "order-17-attempt"}
+
+    first = await api.post("/images", json=request, headers=headers)
+    retry = await api.post("/images", json=request, headers=headers)
+    other = await api.post("/images", json=request, headers={"Idempotency-Key": "order-18"})
+
+    assert first.status_code == retry.status_code == other.status_code == 202
+    assert retry.json()["id"] == first.json()["id"]
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert other.json()["id"] != first.json()["id"]
+    records = await read_topic(settings.kafka_bootstrap_servers, settings.images_topic)
+    assert sorted(record.key.decode() for record in records) == sorted([first.json()["id"], other.json()["id"]])
+
+
+async def test_idempotency_key_reused_for_another_request_is_rejected(
+    api: httpx.AsyncClient, settings: Settings
+) -> None:
+    headers = {"Idempotency-Key": "shared-key"}
+    assert (
+        await api.post("/images", json={"url": "https://a.example/1.png", "filter": "blur"}, headers=headers)
+    ).status_code == 202
+
+    response = await api.post("/images", json={"url": "https://a.example/2.png", "filter": "blur"}, headers=headers)
+
+    assert response.status_code == 422
+    assert "Idempotency-Key" in response.text
+    assert len(await read_topic(settings.kafka_bootstrap_servers, settings.images_topic)) == 1
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "field"),
+    [
+        ({"json": {"url": "https://example.com/a.png", "filter": "posterize"}}, "filter"),
+        ({"json": {"url": "ftp://example.com/a.png", "filter": "blur"}}, "url"),
+        ({"json": {"url": "file:///etc/passwd", "filter": "blur"}}, "url"),
+        ({"json": {"url": "not a url", "filter": "blur"}}, "url"),
+        ({"json": {"url": "https://example.com/" + "a" * 3000, "filter": "blur"}}, "url"),
+        ({"json": {"filter": "blur"}}, "url"),
+        ({"json": {"url": "https://example.com/a.png"}}, "filter"),
+        ({"json": {"url": "https://example.com/a.png", "filter": "blur", "size": 3}}, "size"),
+        ({"content": b"{not json", "headers": {"content-type": "application/json"}}, None),
+        ({"content": b"\x00\xff\xfe", "headers": {"content-type": "application/json"}}, None),
+        ({"json": ["https://example.com/a.png", "blur"]}, None),
+        ({"files": {"file": ("a.png", noise_png_bytes((320, 320)), "image/png")}, "data": {"filter": "blur"}}, "file"),
+        ({"files": {"file": ("a.png", b"GIF89a but not really", "image/png")}, "data": {"filter": "blur"}}, "file"),
+        ({"files": {"file": ("a.png", b"", "image/png")}, "data": {"filter": "blur"}}, "file"),
+        ({"files": {"file": ("a.png", png_bytes(), "image/png")}, "data": {"filter": "posterize"}}, "filter"),
+        ({"files": {"file": ("a.png", png_bytes(), "image/png")}}, "filter"),
+        ({"files": {"other": ("a.png", png_bytes(), "image/png")}, "data": {"filter": "blur"}}, "file"),
+    ],
+    ids=[
+        "unknown-filter",
+        "ftp-url",
+        "file-url",
+        "not-a-url",
+        "url-too-long",
+        "missing-url",
+        "missing-filter",
+        "unknown-field",
+        "garbage-json",
+        "binary-body",
+        "json-array",
+        "oversize-file",
+        "not-an-image",
+        "empty-file",
+        "upload-unknown-filter",
+        "upload-missing-filter",
+        "upload-missing-file",
+    ],
+)
+async def test_bad_input_gets_422_naming_the_field(
+    api: httpx.AsyncClient, settings: Settings, request_kwargs: dict[str, object], field: str | None
+) -> None:
+    response = await api.post("/images", **request_kwargs)  # type: ignore[arg-type]
+
+    assert response.status_code == 422, response.text
+    [error, *_] = response.json()["detail"]
+    assert error["loc"][0] == "body"
+    if field is not None:
+        assert field in error["loc"], error
+    assert error["msg"]
+    assert await read_topic(settings.kafka_bootstrap_servers, settings.images_topic) == []
+
+
+async def test_other_media_types_get_415(api: httpx.AsyncClient) -> None:
+    response = await api.post("/images", content=b"url=x", headers={"content-type": "text/plain"})
+    assert response.status_code == 415
+    assert "multipart/form-data" in response.json()["detail"]
+
+
+async def test_bad_idempotency_key_gets_422(api: httpx.AsyncClient) -> None:
+    response = await api.post(
+        "/images",
+        json={"url": "https://example.com/a.png", "filter": "blur"},
+        headers={"Idempotency-Key": "x" * 300},
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["header", "idempotency-key"]
+
+
+async def test_unknown_and_malformed_ids(api: httpx.AsyncClient) -> None:
+    unknown = uuid.uuid4()
+    assert (await api.get(f"/images/{unknown}")).status_code == 404
+    assert (await api.get(f"/images/{unknown}/result")).status_code == 404
+    assert (await api.get("/images/not-a-uuid")).status_code == 422
+
+
+async def test_result_of_unfinished_job_is_409(api: httpx.AsyncClient) -> None:
+    accepted = await api.post("/images", json={"url": "https://example.com/a.png", "filter": "emboss"})
+    response = await api.get(accepted.json()["result_url"])
+    assert response.status_code == 409
+    assert "queued" in response.json()["detail"]
+
+
+async def test_health_and_readiness(api: httpx.AsyncClient) -> None:
+    assert (await api.get("/healthz")).json() == {"status": "ok"}
+    ready = await api.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"broker": "ok", "database": "ok"}
+
+
+async def test_openapi_documents_both_request_bodies(api: httpx.AsyncClient) -> None:
+    schema = (await api.get("/openapi.json")).json()
+    content = schema["paths"]["/images"]["post"]["requestBody"]["content"]
+    assert set(content) == {"application/json", "multipart/form-data"}
+    assert (await api.get("/docs")).status_code == 200
+
+
+async def test_status_reads_on_each_database(kafka_bootstrap: str, tmp_path: Path, database_url: str) -> None:
+    settings = make_settings(kafka_bootstrap, tmp_path, database_url=database_url)
+    async with api_client(settings) as api:
+        accepted = await api.post("/images", json={"url": "https://example.com/s.png", "filter": "sharpen"})
+        status = await api.get(accepted.json()["status_url"])
+
+    assert status.status_code == 200
+    view = status.json()
+    assert view["id"] == accepted.json()["id"]
+    assert view["status"] == "queued"
+    assert view["filter"] == "sharpen"
+    assert view["source"] == {"kind": "url", "url": "https://example.com/s.png"}
+    assert view["attempts"] == 0
+    assert view["result_url"] is None
+    assert dt.datetime.fromisoformat(view["requested_at"]).tzinfo is not None
+
+
+async def test_done_job_serves_its_result(api: httpx.AsyncClient, settings: Settings) -> None:
+    accepted = await api.post("/images", json={"url": "https://example.com/r.png", "filter": "thumbnail"})
+    image_id = accepted.json()["id"]
+    result = png_bytes((4, 4), (1, 2, 3))
+    blobs = BlobStore(settings.storage_dir)
+    await blobs.put(blobs.result_key(image_id), result)
+    jobs = JobStore.from_url(settings.database_url)
+    async with jobs.engine.begin() as connection:
+        await connection.execute(
+            update(jobs_table)
+            .where(jobs_table.c.image_id == image_id)
+            .values(status=JobStatus.DONE.value, result_key=blobs.result_key(image_id))
+        )
+    await jobs.close()
+
+    view = (await api.get(f"/images/{image_id}")).json()
+    response = await api.get(view["result_url"])
+
+    assert view["status"] == "done"
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/png"
+    assert response.content == result
