@@ -1,0 +1,1 @@
+"""Developer and test helper scripts (local services, tooling)."""

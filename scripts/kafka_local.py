@@ -1,0 +1,615 @@
+"""Run real Apache Kafka brokers (KRaft, broker+controller per process) from cached Maven jars.
+
+Used by the pytest fixtures, by developers (``python -m scripts.kafka_local start``) and by
+fault-injection tests that stop, kill and restart brokers. Needs only the stdlib, Java 17+ and,
+for the first run, Maven: no Docker, no virtualenv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import logging
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from .kafka_support import (
+    DEFAULT_KAFKA_VERSION,
+    RESOURCE_DIR,
+    KafkaLocalError,
+    broker_ids,
+    classpath,
+    ensure_port_free,
+    fetch_jars,
+    find_java,
+    free_ports,
+    kafka_version,
+    new_cluster_id,
+    pid_runs_kafka,
+    run_kafka_tool,
+    stop_data_dir,
+    tail_file,
+)
+
+__all__ = [
+    "KafkaCluster",
+    "KafkaLocalError",
+    "KafkaNode",
+    "broker_ids",
+    "fetch_jars",
+    "free_ports",
+    "main",
+    "new_cluster_id",
+    "run_kafka_tool",
+    "stop_data_dir",
+]
+
+log = logging.getLogger(__name__)
+
+PropertyValue = str | int | float | bool
+BROKER_LOG4J_CONFIG = RESOURCE_DIR / "log4j2.xml"
+DEFAULT_START_TIMEOUT_S = 60.0
+DEFAULT_STOP_TIMEOUT_S = 30.0
+_POLL_INTERVAL_S = 0.1
+# Kafka's own launcher GC flags (kafka-run-class.sh), heap given separately.
+_JVM_FLAGS = [
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:InitiatingHeapOccupancyPercent=35",
+    "-XX:+ExplicitGCInvokesConcurrent",
+    "-Djava.awt.headless=true",
+]
+_RUNNING: set[KafkaNode] = set()  # stopped at interpreter exit so no broker outlives its owner
+
+
+class KafkaNode:
+    """One Kafka process in KRaft combined mode (broker + controller) on its own data dir.
+
+    Ports are fixed at construction (``None``/0 picks free ones) so a restart after ``stop()`` or
+    ``kill()`` comes back on the same address with the same data; storage is formatted once.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        *,
+        node_id: int = 1,
+        port: int | None = None,
+        controller_port: int | None = None,
+        host: str = "127.0.0.1",
+        voters: str | None = None,
+        cluster_id: str | None = None,
+        properties: Mapping[str, PropertyValue] | None = None,
+        heap: str = "512m",
+        jvm_args: Sequence[str] = (),
+        version: str | None = None,
+        java: str | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.node_id, self.host, self.heap = node_id, host, heap
+        picked = iter(free_ports(2, host) if not (port and controller_port) else [])
+        self.port = port or next(picked)
+        self.controller_port = controller_port or next(picked)
+        self.voters = voters or f"{node_id}@{host}:{self.controller_port}"
+        self.overrides: dict[str, PropertyValue] = dict(properties or {})
+        self.jvm_args, self.version, self.java = list(jvm_args), kafka_version(version), java
+        self._cluster_id = cluster_id
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"KafkaNode(id={self.node_id}, {self.bootstrap_servers}, pid={self.pid})"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "server.properties"
+
+    @property
+    def log_dir(self) -> Path:
+        """Kafka's ``log.dirs`` (partition data and KRaft metadata)."""
+        return self.data_dir / "kraft-logs"
+
+    @property
+    def out_path(self) -> Path:
+        """Broker stdout+stderr: WARN and above, JVM errors, fatal startup errors."""
+        return self.data_dir / "broker.out"
+
+    @property
+    def server_log_path(self) -> Path:
+        return self.data_dir / "logs" / "server.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self.running and self._proc else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.poll() if self._proc else None
+
+    @property
+    def cluster_id(self) -> str:
+        """The formatted cluster id if storage exists, else the one that will be formatted."""
+        meta = self.log_dir / "meta.properties"
+        if meta.is_file():
+            for line in meta.read_text(encoding="utf-8").splitlines():
+                if line.startswith("cluster.id="):
+                    return line.split("=", 1)[1].strip()
+        if self._cluster_id is None:
+            self._cluster_id = new_cluster_id()
+        return self._cluster_id
+
+    @property
+    def is_formatted(self) -> bool:
+        return (self.log_dir / "meta.properties").is_file()
+
+    def properties(self) -> dict[str, str]:
+        """The effective ``server.properties``: single-node defaults, then the overrides."""
+        listeners = f"PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{self.controller_port}"
+        props: dict[str, PropertyValue] = {
+            "process.roles": "broker,controller",
+            "node.id": self.node_id,
+            "controller.quorum.voters": self.voters,
+            "listeners": listeners,
+            "advertised.listeners": f"PLAINTEXT://{self.host}:{self.port}",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(self.log_dir),
+            "num.partitions": 1,
+            "auto.create.topics.enable": False,
+            "group.initial.rebalance.delay.ms": 0,
+            "offsets.topic.replication.factor": 1,
+            "transaction.state.log.replication.factor": 1,
+            "transaction.state.log.min.isr": 1,
+            "share.coordinator.state.topic.replication.factor": 1,
+            "share.coordinator.state.topic.min.isr": 1,
+            # After kill -9 the controller refuses the restarted broker (DUPLICATE_BROKER_REGISTRATION)
+            # until the old session expires (default 9 s); a short one also fences dead brokers sooner.
+            "broker.heartbeat.interval.ms": 500,
+            "broker.session.timeout.ms": 3000,
+        }
+        props.update(self.overrides)
+        return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in props.items()}
+
+    def write_config(self) -> Path:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        lines = [f"{k}={v.replace(chr(92), chr(92) * 2)}" for k, v in self.properties().items()]
+        self.config_path.write_text("# written by scripts/kafka_local.py\n" + "\n".join(lines) + "\n", encoding="utf-8")
+        return self.config_path
+
+    def format_storage(self) -> None:
+        """Format storage with the cluster id unless already done (restarts keep their data)."""
+        self.write_config()
+        if self.is_formatted:
+            return
+        log.info("formatting node %s storage in %s", self.node_id, self.log_dir)
+        # Static controller.quorum.voters: no --standalone (4.1.1 rejects it in that mode).
+        run_kafka_tool(
+            "kafka.tools.StorageTool",
+            ["format", "-t", self.cluster_id, "-c", str(self.config_path)],
+            version=self.version,
+            tools=False,
+            java=self.java,
+        )
+
+    def launch(self) -> None:
+        """Start the JVM without waiting for readiness (a cluster launches all nodes first)."""
+        if self.running:
+            raise KafkaLocalError(f"Kafka node {self.node_id} is already running (pid {self.pid})")
+        with contextlib.suppress(OSError, ValueError):
+            other = int((self.data_dir / "kafka.pid").read_text())
+            if pid_runs_kafka(other, self.config_path):
+                raise KafkaLocalError(f"a Kafka broker already runs on {self.data_dir} (pid {other})")
+        java, cp = find_java(self.java), classpath(self.version)
+        for port in (self.port, self.controller_port):
+            ensure_port_free(self.host, port)
+        self.format_storage()
+        (self.data_dir / "logs").mkdir(exist_ok=True)
+        cmd = [
+            java,
+            f"-Xmx{self.heap}",
+            f"-Xms{self.heap}",
+            *_JVM_FLAGS,
+            f"-Dlog4j2.configurationFile={BROKER_LOG4J_CONFIG}",
+            f"-Dkafka.logs.dir={self.data_dir / 'logs'}",
+            *self.jvm_args,
+            "-cp",
+            cp,
+            "kafka.Kafka",
+            str(self.config_path),
+        ]
+        with self.out_path.open("ab") as out:
+            out.write(f"=== kafka-local: starting node {self.node_id} at {time.ctime()}\n".encode())
+            out.flush()
+            # Own session: a terminal's Ctrl-C reaches only us, and we stop the broker in order.
+            self._proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.data_dir,
+                start_new_session=True,
+            )
+        (self.data_dir / "kafka.pid").write_text(f"{self._proc.pid}\n", encoding="utf-8")
+        _RUNNING.add(self)
+        log.info("started Kafka node %s (pid %s) on %s", self.node_id, self._proc.pid, self.bootstrap_servers)
+
+    def wait_ready(self, timeout_s: float = DEFAULT_START_TIMEOUT_S, expect_ids: Sequence[int] = ()) -> None:
+        """Poll until this broker lists itself (and ``expect_ids``) as live; raise with log tails."""
+        deadline = time.monotonic() + timeout_s
+        wanted = {self.node_id, *expect_ids}
+        while True:
+            if self._proc is None:
+                raise KafkaLocalError(f"Kafka node {self.node_id} was never started")
+            if (code := self._proc.poll()) is not None:
+                raise KafkaLocalError(
+                    f"Kafka node {self.node_id} exited with code {code} during startup (logs in {self.data_dir})",
+                    self.log_tail(),
+                )
+            ids = broker_ids(self.host, self.port, timeout_s=1.0)
+            if ids is not None and wanted <= set(ids):
+                return
+            if time.monotonic() >= deadline:
+                raise KafkaLocalError(
+                    f"Kafka node {self.node_id} not ready after {timeout_s:g} s (logs in {self.data_dir})",
+                    self.log_tail(),
+                )
+            time.sleep(_POLL_INTERVAL_S)
+
+    def start(self, timeout_s: float = DEFAULT_START_TIMEOUT_S) -> Self:
+        """Format if needed, start, and wait until the broker answers; kill it if it never does."""
+        self.launch()
+        try:
+            self.wait_ready(timeout_s)
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def terminate(self) -> None:
+        """Send SIGTERM (graceful shutdown) without waiting; see ``stop``."""
+        if self.running and self._proc:
+            self._proc.send_signal(signal.SIGTERM)
+
+    def reap(self, timeout_s: float | None) -> int | None:
+        """Wait for the process to exit, SIGKILL it after ``timeout_s``; returns the exit code."""
+        proc = self._proc
+        if proc is None:
+            return None
+        try:
+            proc.wait(timeout=None if timeout_s is None else max(timeout_s, 0.0))
+        except subprocess.TimeoutExpired:
+            log.warning("Kafka node %s ignored SIGTERM for %.0f s: killing it", self.node_id, timeout_s)
+            proc.kill()
+            proc.wait()
+        _RUNNING.discard(self)
+        with contextlib.suppress(OSError):
+            (self.data_dir / "kafka.pid").unlink()
+        return proc.returncode
+
+    def stop(self, timeout_s: float = DEFAULT_STOP_TIMEOUT_S) -> int | None:
+        """Graceful shutdown: SIGTERM, bounded wait, then SIGKILL."""
+        self.terminate()
+        return self.reap(timeout_s)
+
+    def kill(self) -> int | None:
+        """SIGKILL, as a crash would (no flush, no controlled shutdown)."""
+        if self.running and self._proc:
+            self._proc.kill()
+        return self.reap(None)  # SIGKILL cannot be ignored: wait without a bound
+
+    def restart(self, timeout_s: float = DEFAULT_START_TIMEOUT_S) -> Self:
+        self.stop()
+        return self.start(timeout_s)
+
+    def detach(self) -> None:
+        """Leave the broker running after this Python process exits (``start --detach``)."""
+        _RUNNING.discard(self)
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(t for t in (tail_file(self.out_path, lines), tail_file(self.server_log_path, lines)) if t)
+
+    def __enter__(self) -> Self:
+        return self.start() if not self.running else self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class KafkaCluster:
+    """``size`` KafkaNodes sharing one cluster id and one controller voters list.
+
+    Defaults suit fault tests: replication factor min(size, 3) for internal and new topics,
+    ``min.insync.replicas`` 2 when size >= 3 (so acks=all on an RF-1 topic fails: create topics
+    with RF >= 2 or override it). Nodes live in ``data_dir/node-<id>``. Reach a node
+    with ``cluster.node(id)`` to stop, kill or restart it alone.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        size: int = 3,
+        *,
+        base_port: int | None = None,
+        host: str = "127.0.0.1",
+        properties: Mapping[str, PropertyValue] | None = None,
+        heap: str = "512m",
+        jvm_args: Sequence[str] = (),
+        version: str | None = None,
+        java: str | None = None,
+    ) -> None:
+        if size < 1:
+            raise ValueError("a cluster needs at least one node")
+        self.data_dir = Path(data_dir).resolve()
+        # Broker ports first, then controller ports: 9092 alone gives 9092 + controller 9093.
+        ports = list(range(base_port, base_port + 2 * size)) if base_port else free_ports(2 * size, host)
+        voters = ",".join(f"{i + 1}@{host}:{ports[size + i]}" for i in range(size))
+        rf, min_isr = min(size, 3), (2 if size >= 3 else 1)
+        props: dict[str, PropertyValue] = {
+            "offsets.topic.replication.factor": rf,
+            "transaction.state.log.replication.factor": rf,
+            "transaction.state.log.min.isr": min_isr,
+            "default.replication.factor": rf,
+            "share.coordinator.state.topic.replication.factor": rf,
+            "share.coordinator.state.topic.min.isr": min_isr,
+            "min.insync.replicas": min_isr,
+        }
+        props.update(properties or {})
+        self.nodes = [
+            KafkaNode(
+                self.data_dir / f"node-{i + 1}",
+                node_id=i + 1,
+                port=ports[i],
+                controller_port=ports[size + i],
+                host=host,
+                voters=voters,
+                properties=props,
+                heap=heap,
+                jvm_args=jvm_args,
+                version=version,
+                java=java,
+            )
+            for i in range(size)
+        ]
+        formatted = [n.cluster_id for n in self.nodes if n.is_formatted]
+        self.cluster_id = formatted[0] if formatted else new_cluster_id()
+        for node in self.nodes:
+            node._cluster_id = self.cluster_id
+
+    def __repr__(self) -> str:
+        return f"KafkaCluster({self.bootstrap_servers}, running={[n.running for n in self.nodes]})"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(n.bootstrap_servers for n in self.nodes)
+
+    def node(self, node_id: int) -> KafkaNode:
+        return next(n for n in self.nodes if n.node_id == node_id)
+
+    def start(self, timeout_s: float = DEFAULT_START_TIMEOUT_S) -> Self:
+        """Start every stopped node and wait until each sees all brokers live."""
+        deadline = time.monotonic() + timeout_s
+        todo = [n for n in self.nodes if not n.running]
+        try:
+            fetch_jars(self.nodes[0].version)
+            with ThreadPoolExecutor(max_workers=len(todo) or 1) as pool:
+                list(pool.map(KafkaNode.format_storage, todo))  # one JVM each: run them side by side
+            for node in todo:
+                node.launch()
+            ids = [n.node_id for n in self.nodes]
+            for node in self.nodes:
+                node.wait_ready(max(deadline - time.monotonic(), 0.0), expect_ids=ids)
+        except BaseException:
+            for node in todo:  # leave nodes that were already up alone
+                node.kill()
+            raise
+        return self
+
+    def stop(self, timeout_s: float = DEFAULT_STOP_TIMEOUT_S) -> None:
+        """SIGTERM all nodes at once (the quorum stays up while brokers shut down), then reap."""
+        deadline = time.monotonic() + timeout_s
+        for node in self.nodes:
+            node.terminate()
+        for node in self.nodes:
+            node.reap(deadline - time.monotonic())
+
+    def kill(self) -> None:
+        for node in self.nodes:
+            node.kill()
+
+    def detach(self) -> None:
+        for node in self.nodes:
+            node.detach()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    nodes = list(_RUNNING)
+    for node in nodes:
+        node.terminate()
+    for node in nodes:
+        node.reap(10.0)
+
+
+TOOL_ALIASES = {
+    "topics": "org.apache.kafka.tools.TopicCommand",
+    "consumer-groups": "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+    "console-consumer": "org.apache.kafka.tools.consumer.ConsoleConsumer",
+    "console-producer": "org.apache.kafka.tools.ConsoleProducer",
+}
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def _raise_interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _cmd_start(args: argparse.Namespace) -> int:
+    bad = [kv for kv in args.set if "=" not in kv]
+    if bad:
+        raise KafkaLocalError(f"--set expects KEY=VALUE, got {bad[0]!r}")
+    overrides: dict[str, PropertyValue] = dict(kv.split("=", 1) for kv in args.set)
+    cluster = KafkaCluster(
+        args.data_dir,
+        args.brokers,
+        base_port=args.port,
+        properties=overrides,
+        heap=args.heap,
+        version=args.kafka_version,
+    )
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill PID` stops as cleanly as Ctrl-C
+    try:
+        return _serve(cluster, detach=args.detach, timeout_s=args.timeout)
+    except KeyboardInterrupt:
+        print("stopping Kafka...", flush=True)
+        cluster.stop()
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _serve(cluster: KafkaCluster, *, detach: bool, timeout_s: float) -> int:
+    """Start, announce the address, then either detach or watch the nodes until interrupted."""
+    cluster.start(timeout_s)
+    print(
+        f"Kafka {cluster.nodes[0].version} ready ({len(cluster.nodes)} broker(s), data in "
+        f"{cluster.data_dir}); bootstrap servers: {cluster.bootstrap_servers}",
+        flush=True,
+    )
+    if detach:
+        cluster.detach()
+        print(f"detached; stop with: python -m scripts.kafka_local stop --data-dir {cluster.data_dir}")
+        return 0
+    print("press Ctrl-C to stop", flush=True)
+    while not (dead := [n for n in cluster.nodes if not n.running]):
+        time.sleep(0.5)
+    print(f"error: Kafka node {dead[0].node_id} exited with code {dead[0].returncode}", file=sys.stderr)
+    print(dead[0].log_tail(), file=sys.stderr)
+    cluster.stop()
+    return 1
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    root, up = Path(args.data_dir).resolve(), 0
+    configs = sorted(root.glob("node-*/server.properties"))
+    for cfg in configs:
+        props = dict(ln.split("=", 1) for ln in cfg.read_text().splitlines() if "=" in ln)
+        address = props["advertised.listeners"].split("//", 1)[1]
+        host, port = address.rsplit(":", 1)
+        ids = broker_ids(host, int(port))
+        state = f"answering, live brokers {sorted(ids)}" if ids is not None else "not answering"
+        up += ids is not None
+        print(f"node {props['node.id']} at {address}: {state}")
+    if not configs:
+        print(f"no Kafka data in {root}")
+    return 0 if configs and up == len(configs) else 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.kafka_local",
+        description="Run a real Apache Kafka (KRaft) broker or cluster locally from Maven jars, "
+        "without Docker. Jars are cached in $KAFKA_LOCAL_CACHE or "
+        "~/.cache/image-pipeline/kafka-<version>.",
+    )
+    parser.add_argument(
+        "--kafka-version",
+        default=None,
+        help=f"Kafka version (default: $KAFKA_LOCAL_VERSION or {DEFAULT_KAFKA_VERSION})",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+    start = sub.add_parser("start", help="start broker(s); foreground until Ctrl-C unless --detach")
+    start.add_argument(
+        "--port",
+        type=int,
+        default=9092,
+        help="first broker port; brokers use PORT..PORT+N-1, controllers the next N "
+        "(default 9092, controller 9093; 0 picks free ports)",
+    )
+    start.add_argument("--data-dir", default="./.kafka-data", help="default ./.kafka-data")
+    start.add_argument("--brokers", type=_positive_int, default=1, help="number of nodes (default 1)")
+    start.add_argument("--detach", action="store_true", help="return once ready, leave running")
+    start.add_argument("--heap", default="512m", help="JVM heap per node (default 512m)")
+    start.add_argument(
+        "--timeout", type=float, default=DEFAULT_START_TIMEOUT_S, help="seconds to wait for readiness (default 60)"
+    )
+    start.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a server property (repeatable)"
+    )
+    stop = sub.add_parser("stop", help="stop brokers started with --detach (via pid files)")
+    stop.add_argument("--data-dir", default="./.kafka-data")
+    stop.add_argument("--timeout", type=float, default=DEFAULT_STOP_TIMEOUT_S)
+    status = sub.add_parser("status", help="show whether the nodes in a data dir answer")
+    status.add_argument("--data-dir", default="./.kafka-data")
+    fetch = sub.add_parser("fetch", help="only download/cache the jars (mvn on first run)")
+    fetch.add_argument("--with-tools", action="store_true", help="also kafka-tools (CLI tools)")
+    tool = sub.add_parser(
+        "tool",
+        help="run a Kafka tool class with the tools classpath, e.g. "
+        "'tool topics --bootstrap-server 127.0.0.1:9092 --list'",
+    )
+    tool.add_argument("main_class", help=f"class name or alias: {', '.join(TOOL_ALIASES)}")
+    tool.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the tool")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        if args.command == "start":
+            return _cmd_start(args)
+        if args.command == "stop":
+            print(f"stopped {stop_data_dir(args.data_dir, args.timeout)} Kafka process(es)")
+            return 0
+        if args.command == "status":
+            return _cmd_status(args)
+        if args.command == "fetch":
+            print(fetch_jars(args.kafka_version, tools=args.with_tools))
+            return 0
+        main_class = TOOL_ALIASES.get(args.main_class, args.main_class)
+        return run_kafka_tool(
+            main_class, args.args, version=args.kafka_version, capture=False, check=False, timeout_s=None
+        ).returncode
+    except KafkaLocalError as exc:
+        print(f"kafka_local: error: {exc.summary}", file=sys.stderr)
+        if exc.details:
+            print(exc.details if args.verbose else "(run with -v for details)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
