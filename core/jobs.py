@@ -2,6 +2,10 @@
 
 The API writes a job only after the broker acked its event. A worker may have picked the event up and written
 its status first; the API's late ``queued`` then only fills in how the job was requested.
+
+``processed_events`` holds the id of every event whose work is done. A worker inserts it in the same transaction
+that marks the job done (Kafka's "store progress in the same place as the output"), so a redelivered event is
+recognised and skipped, and of two workers racing on one event exactly one wins.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text, select, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core.database import create_engine
 
@@ -36,6 +40,19 @@ jobs_table = Table(
     Column("error", Text, nullable=True),
     Column("result_key", String(512), nullable=True),
 )
+
+processed_events_table = Table(
+    "processed_events",
+    metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("image_id", String(36), nullable=False),
+    Column("processed_at", DateTime(timezone=True), nullable=False),
+)
+
+# What a worker writes about a job, per state. request_fingerprint and the request's description are the API's.
+_PROCESSING_COLUMNS = ("status", "updated_at", "started_at", "finished_at", "attempts", "error")
+_DONE_COLUMNS = ("status", "updated_at", "finished_at", "attempts", "error", "result_key")
+_FAILED_COLUMNS = ("status", "updated_at", "finished_at", "attempts", "error")
 
 
 class JobStatus(StrEnum):
@@ -103,8 +120,7 @@ class JobStore:
 
     async def record_accepted(self, job: Job) -> None:
         """Insert ``job`` as accepted; if a worker got there first, keep its status and add what it lacks."""
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-        insert = dialect.insert(jobs_table).values(**_job_values(job))
+        insert = _dialect_insert(self.engine, jobs_table).values(**_job_values(job))
         described = ("filter", "source_url", "blob_key", "request_fingerprint", "requested_at")
         statement = insert.on_conflict_do_update(
             index_elements=["image_id"],
@@ -114,6 +130,62 @@ class JobStore:
         async with self.engine.begin() as connection:
             await connection.execute(statement)
 
+    async def is_processed(self, event_id: str) -> bool:
+        """Whether the work of event ``event_id`` is done (its processed-id row exists)."""
+        query = select(processed_events_table.c.event_id).where(processed_events_table.c.event_id == event_id)
+        async with self.engine.connect() as connection:
+            return (await connection.execute(query)).first() is not None
+
+    async def mark_processing(self, job: Job) -> None:
+        """Record that a worker started ``job`` (status processing, its attempts and started_at).
+
+        The row is inserted from ``job`` if the API has not written it yet. A job that is already done is left
+        alone: a duplicate delivery racing with the winner must not turn its finished job back into processing.
+        """
+        _expect_status(job, JobStatus.PROCESSING)
+        async with self.engine.begin() as connection:
+            await self._save_worker_state(connection, job, _PROCESSING_COLUMNS, keep_done=True)
+
+    async def complete(self, job: Job, *, event_id: str) -> bool:
+        """In one transaction, record event ``event_id`` as processed and save ``job`` (status done).
+
+        Returns False, changing nothing, when the event was already recorded: a concurrent duplicate won, and the
+        job stays as the winner wrote it.
+        """
+        _expect_status(job, JobStatus.DONE)
+        processed = _dialect_insert(self.engine, processed_events_table).values(
+            event_id=event_id, image_id=job.image_id, processed_at=job.updated_at
+        )
+        statement = processed.on_conflict_do_nothing(index_elements=["event_id"]).returning(
+            processed_events_table.c.event_id
+        )
+        async with self.engine.begin() as connection:
+            if (await connection.execute(statement)).first() is None:
+                return False
+            await self._save_worker_state(connection, job, _DONE_COLUMNS, keep_done=False)
+        return True
+
+    async def mark_failed(self, job: Job) -> None:
+        """Record that ``job`` was given up on (status failed, error, attempts, finished_at); no processed-id row.
+
+        Without that row a later redrive of the same event runs again. A job that is already done (by a duplicate
+        of the event that succeeded) is left alone.
+        """
+        _expect_status(job, JobStatus.FAILED)
+        async with self.engine.begin() as connection:
+            await self._save_worker_state(connection, job, _FAILED_COLUMNS, keep_done=True)
+
+    async def _save_worker_state(
+        self, connection: AsyncConnection, job: Job, columns: tuple[str, ...], *, keep_done: bool
+    ) -> None:
+        insert = _dialect_insert(self.engine, jobs_table).values(**_job_values(job))
+        statement = insert.on_conflict_do_update(
+            index_elements=["image_id"],
+            set_={column: insert.excluded[column] for column in columns},
+            where=(jobs_table.c.status != JobStatus.DONE.value) if keep_done else None,
+        )
+        await connection.execute(statement)
+
     async def get(self, image_id: str) -> Job | None:
         async with self.engine.connect() as connection:
             row = (
@@ -122,6 +194,18 @@ class JobStore:
                 .first()
             )
         return None if row is None else _job_from_row(row)
+
+
+def _dialect_insert(engine: AsyncEngine, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT with ``on_conflict_do_*``, which PostgreSQL and SQLite spell the same way in SQLAlchemy."""
+    if engine.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+def _expect_status(job: Job, status: JobStatus) -> None:
+    if job.status is not status:
+        raise ValueError(f"expected a {status.value} job, got {job.status.value}")
 
 
 def _job_values(job: Job) -> dict[str, Any]:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import insert, update
+from sqlalchemy import func, insert, select, update
 
 from core.database import async_database_url
-from core.jobs import Job, JobStatus, JobStore, jobs_table, utc_now
+from core.jobs import Job, JobStatus, JobStore, jobs_table, processed_events_table, utc_now
 
 
 @pytest.fixture
@@ -118,3 +119,177 @@ def test_plain_urls_get_the_async_driver(given: str, driver: str) -> None:
 def test_unsupported_database_is_refused() -> None:
     with pytest.raises(ValueError, match="unsupported database 'mysql'"):
         async_database_url("mysql://u:p@db/images")
+
+
+def worker_job(image_id: str, status: JobStatus, **overrides: object) -> Job:
+    """The job as a worker writes it: described by the event, without the API's request fingerprint."""
+    now = utc_now()
+    fields: dict[str, object] = {
+        "image_id": image_id,
+        "status": status,
+        "filter": "grayscale",
+        "source_url": "https://example.com/a.png",
+        "blob_key": None,
+        "request_fingerprint": None,
+        "requested_at": now - dt.timedelta(seconds=1),
+        "updated_at": now,
+        "started_at": now if status is JobStatus.PROCESSING else None,
+        "finished_at": None if status is JobStatus.PROCESSING else now,
+        "attempts": 1,
+        "error": "TransientError: boom" if status is JobStatus.FAILED else None,
+        "result_key": f"results/{image_id}.png" if status is JobStatus.DONE else None,
+    }
+    fields.update(overrides)
+    return Job(**fields)  # type: ignore[arg-type]
+
+
+async def test_processing_before_the_api_inserts_the_job_and_the_api_fills_in_the_rest(store: JobStore) -> None:
+    job = accepted_job()
+
+    await store.mark_processing(worker_job(job.image_id, JobStatus.PROCESSING, attempts=2))
+    await store.record_accepted(job)
+
+    stored = await store.get(job.image_id)
+    assert stored is not None
+    assert stored.status is JobStatus.PROCESSING
+    assert stored.attempts == 2
+    assert stored.started_at is not None
+    assert stored.request_fingerprint == job.request_fingerprint
+
+
+async def test_processing_updates_an_accepted_job(store: JobStore) -> None:
+    job = accepted_job()
+    await store.record_accepted(job)
+
+    await store.mark_processing(worker_job(job.image_id, JobStatus.PROCESSING, attempts=3))
+
+    stored = await store.get(job.image_id)
+    assert stored is not None
+    assert (stored.status, stored.attempts, stored.request_fingerprint) == (
+        JobStatus.PROCESSING,
+        3,
+        job.request_fingerprint,
+    )
+    assert stored.requested_at == job.requested_at, "the API's description is kept"
+
+
+async def test_processing_never_reopens_a_done_job(store: JobStore) -> None:
+    image_id = str(uuid.uuid4())
+    assert await store.complete(worker_job(image_id, JobStatus.DONE), event_id=str(uuid.uuid4()))
+
+    await store.mark_processing(worker_job(image_id, JobStatus.PROCESSING, attempts=5))
+
+    stored = await store.get(image_id)
+    assert stored is not None
+    assert (stored.status, stored.attempts) == (JobStatus.DONE, 1)
+
+
+async def test_processing_after_failure_reopens_the_job_and_clears_the_error(store: JobStore) -> None:
+    image_id = str(uuid.uuid4())
+    await store.mark_failed(worker_job(image_id, JobStatus.FAILED, attempts=4))
+
+    await store.mark_processing(worker_job(image_id, JobStatus.PROCESSING, attempts=1))
+
+    stored = await store.get(image_id)
+    assert stored is not None
+    assert (stored.status, stored.attempts, stored.error, stored.finished_at) == (JobStatus.PROCESSING, 1, None, None)
+
+
+async def test_complete_records_the_event_and_the_result_once(store: JobStore) -> None:
+    job = accepted_job()
+    await store.record_accepted(job)
+    event_id = str(uuid.uuid4())
+    await store.mark_processing(worker_job(job.image_id, JobStatus.PROCESSING))
+    assert not await store.is_processed(event_id)
+
+    assert await store.complete(worker_job(job.image_id, JobStatus.DONE), event_id=event_id)
+    assert not await store.complete(
+        worker_job(job.image_id, JobStatus.DONE, attempts=9, result_key="results/other.png"), event_id=event_id
+    ), "the second completion of one event loses"
+
+    assert await store.is_processed(event_id)
+    stored = await store.get(job.image_id)
+    assert stored is not None
+    assert stored.status is JobStatus.DONE
+    assert stored.result_key == f"results/{job.image_id}.png"
+    assert stored.attempts == 1
+    assert stored.error is None
+    assert stored.started_at is not None
+    assert stored.request_fingerprint == job.request_fingerprint
+
+
+async def test_complete_without_a_row_inserts_one(store: JobStore) -> None:
+    image_id = str(uuid.uuid4())
+
+    assert await store.complete(worker_job(image_id, JobStatus.DONE), event_id=str(uuid.uuid4()))
+
+    stored = await store.get(image_id)
+    assert stored is not None
+    assert stored.status is JobStatus.DONE
+    assert stored.request_fingerprint is None
+
+
+async def test_concurrent_completions_of_one_event_have_one_winner(database_url: str) -> None:
+    """Two workers (two engines, two connections) finishing the same event at once: exactly one wins."""
+    stores = [JobStore.from_url(database_url) for _ in range(2)]
+    await stores[0].create_schema()
+    image_id, event_id = str(uuid.uuid4()), str(uuid.uuid4())
+    try:
+        results = await asyncio.gather(
+            *(store.complete(worker_job(image_id, JobStatus.DONE), event_id=event_id) for store in stores)
+        )
+    finally:
+        for store in stores:
+            await store.close()
+    assert sorted(results) == [False, True]
+
+
+async def test_failed_job_has_no_processed_row(store: JobStore) -> None:
+    job = accepted_job()
+    await store.record_accepted(job)
+
+    await store.mark_failed(worker_job(job.image_id, JobStatus.FAILED, attempts=4, error="PermanentError: bad"))
+
+    stored = await store.get(job.image_id)
+    assert stored is not None
+    assert (stored.status, stored.attempts, stored.error) == (JobStatus.FAILED, 4, "PermanentError: bad")
+    assert stored.finished_at is not None
+    async with store.engine.connect() as connection:
+        rows = await connection.execute(
+            select(func.count())
+            .select_from(processed_events_table)
+            .where(processed_events_table.c.image_id == job.image_id)
+        )
+        assert rows.scalar() == 0, "a later redrive of the event must run again"
+
+
+async def test_failure_without_a_row_inserts_one(store: JobStore) -> None:
+    image_id = str(uuid.uuid4())
+
+    await store.mark_failed(worker_job(image_id, JobStatus.FAILED))
+
+    stored = await store.get(image_id)
+    assert stored is not None
+    assert stored.status is JobStatus.FAILED
+
+
+async def test_failure_never_overwrites_a_done_job(store: JobStore) -> None:
+    """A duplicate of an event that already succeeded may fail later; the result stays."""
+    image_id = str(uuid.uuid4())
+    assert await store.complete(worker_job(image_id, JobStatus.DONE), event_id=str(uuid.uuid4()))
+
+    await store.mark_failed(worker_job(image_id, JobStatus.FAILED))
+
+    stored = await store.get(image_id)
+    assert stored is not None
+    assert (stored.status, stored.error) == (JobStatus.DONE, None)
+
+
+async def test_worker_writes_check_the_status_they_are_given(store: JobStore) -> None:
+    image_id = str(uuid.uuid4())
+    with pytest.raises(ValueError, match="expected a processing job, got done"):
+        await store.mark_processing(worker_job(image_id, JobStatus.DONE))
+    with pytest.raises(ValueError, match="expected a done job"):
+        await store.complete(worker_job(image_id, JobStatus.FAILED), event_id=str(uuid.uuid4()))
+    with pytest.raises(ValueError, match="expected a failed job"):
+        await store.mark_failed(worker_job(image_id, JobStatus.PROCESSING))
