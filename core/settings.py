@@ -42,6 +42,28 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(default=5, ge=1, description="Retry-After the API sends with a 503.")
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1, description="Largest accepted upload.")
 
+    # The worker (image-worker).
+    worker_concurrency: int = Field(default=8, ge=1, description="Jobs in flight per worker process.")
+    max_attempts: int = Field(default=4, ge=1, description="Tries of a transiently failing job before the DLQ.")
+    retry_backoff_s: PositiveSeconds = Field(default=0.5, description="First retry delay; doubles per attempt.")
+    retry_backoff_max_s: PositiveSeconds = Field(default=30.0, description="Longest retry delay.")
+    commit_interval_s: PositiveSeconds = Field(default=1.0, description="Longest a finished offset waits to commit.")
+    job_extra_delay_s: float = Field(default=0.0, ge=0, description="Added to every job (demos, tests).")
+    fetch_timeout_s: PositiveSeconds = Field(default=20.0, description="Total deadline of one image download.")
+    max_download_bytes: int = Field(default=20 * 1024 * 1024, ge=1, description="Largest image a worker fetches.")
+    allow_private_urls: bool = Field(
+        default=False, description="Let workers fetch loopback/private addresses (local demos and tests only)."
+    )
+    shutdown_timeout_s: PositiveSeconds = Field(
+        default=30.0, description="Longest a stopping worker waits for in-flight jobs before leaving anyway."
+    )
+    liveness_timeout_s: PositiveSeconds = Field(
+        default=60.0, description="A worker that has not polled or been in its group this long reports not alive."
+    )
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, description="Serve Prometheus metrics and liveness on this port."
+    )
+
     @field_validator("kafka_bootstrap_servers")
     @classmethod
     def _bootstrap_has_hosts(cls, value: str) -> str:

@@ -1,0 +1,71 @@
+"""Prometheus metrics and the liveness rule of one worker process.
+
+Each worker owns its registry (tests run several workers in one process). Liveness is not "the process is
+up": a worker whose poll loop stalled, or that has been out of its consumer group too long, reports not alive
+so an orchestrator restarts it.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class WorkerMetrics:
+    """The figures an operator watches: outcomes, retries, durations, in-flight jobs, lag."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.records = Counter(
+            "image_worker_records",
+            "Records finished, by outcome (done, skipped_duplicate, dead_lettered).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.retries = Counter("image_worker_retries", "Attempts that failed and were retried.", registry=self.registry)
+        self.processing_seconds = Histogram(
+            "image_worker_processing_seconds",
+            "Time from a record's first attempt to its outcome.",
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=self.registry,
+        )
+        self.in_flight = Gauge("image_worker_in_flight", "Records admitted and not finished.", registry=self.registry)
+        self.consumer_lag = Gauge(
+            "image_worker_consumer_lag",
+            "Records between the partition's end and this worker's committed offset.",
+            ["topic", "partition"],
+            registry=self.registry,
+        )
+        self.last_poll = Gauge(
+            "image_worker_last_poll_timestamp_seconds", "When the poll loop last ran.", registry=self.registry
+        )
+
+
+class Liveness:
+    """Alive while the poll loop runs and the worker is (or is briefly rejoining) a group member."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._last_poll = time.monotonic()
+        self._out_of_group_since: float | None = time.monotonic()
+
+    def polled(self) -> None:
+        self._last_poll = time.monotonic()
+
+    def joined(self) -> None:
+        self._out_of_group_since = None
+
+    def left(self) -> None:
+        if self._out_of_group_since is None:
+            self._out_of_group_since = time.monotonic()
+
+    def problems(self) -> list[str]:
+        """Why the worker is not alive; empty when it is."""
+        now = time.monotonic()
+        problems = []
+        if now - self._last_poll > self.timeout_s:
+            problems.append(f"no poll for {now - self._last_poll:.0f} s")
+        if self._out_of_group_since is not None and now - self._out_of_group_since > self.timeout_s:
+            problems.append(f"not in the consumer group for {now - self._out_of_group_since:.0f} s")
+        return problems

@@ -1,0 +1,51 @@
+"""Real ``image-worker`` processes for tests that need signals, crashes and several group members."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from core.settings import Settings
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a process read ``settings``."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
+
+
+class WorkerProcess:
+    """One ``image-worker`` subprocess, its output in ``log_path``."""
+
+    def __init__(self, settings: Settings, log_path: Path, *args: str) -> None:
+        executable = shutil.which("image-worker", path=str(Path(sys.executable).parent))
+        assert executable is not None, "image-worker is not installed in this environment"
+        self.log_path = log_path
+        with log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [executable, *args], env=settings_env(settings), stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def terminate(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+    def wait(self, timeout_s: float) -> int:
+        return self.process.wait(timeout=timeout_s)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()

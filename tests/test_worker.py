@@ -1,0 +1,168 @@
+"""The worker engine in-process against a real broker: outcomes, ordering, duplicates, poison, commits."""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from core.blobs import BlobStore
+from core.jobs import JobStatus, JobStore
+from core.settings import Settings
+from tests.conftest import make_settings
+from tests.image_server import ImageServer, image_server, sample_png
+from tests.kafka_reads import read_topic
+from tests.worker_support import (
+    as_record,
+    count_jobs,
+    count_processed,
+    eventually,
+    offsets_all_committed,
+    produce,
+    running_worker,
+    url_event,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def images() -> Iterator[ImageServer]:
+    with image_server() as server:
+        yield server
+
+
+@pytest.fixture
+def worker_settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
+    return make_settings(
+        kafka_bootstrap,
+        tmp_path,
+        allow_private_urls=True,
+        worker_concurrency=8,
+        max_attempts=2,
+        retry_backoff_s=0.05,
+        retry_backoff_max_s=0.2,
+        fetch_timeout_s=1.0,
+        commit_interval_s=0.2,
+        shutdown_timeout_s=10.0,
+    )
+
+
+@pytest.fixture
+async def jobs(worker_settings: Settings) -> AsyncIterator[JobStore]:
+    store = JobStore.from_url(worker_settings.database_url)
+    await store.create_schema()
+    yield store
+    await store.close()
+
+
+async def test_jobs_are_processed_and_offsets_committed(
+    worker_settings: Settings, images: ImageServer, jobs: JobStore
+) -> None:
+    events = [url_event(images.url(f"/img/{seed}.png"), "grayscale") for seed in range(20)]
+    await produce(worker_settings, map(as_record, events))
+
+    async with running_worker(worker_settings):
+        await eventually(lambda: _all_done(jobs, len(events)), what="all jobs done")
+        await eventually(lambda: offsets_all_committed(worker_settings), what="offsets committed")
+
+    blobs = BlobStore(worker_settings.storage_dir)
+    for seed, event in enumerate(events):
+        job = await jobs.get(str(event.image_id))
+        assert job is not None
+        assert job.result_key == blobs.result_key(str(event.image_id))
+        expected = Image.open(io.BytesIO(sample_png(seed))).convert("L")
+        result = Image.open(io.BytesIO(await blobs.get(job.result_key)))
+        assert result.mode == "L"
+        assert result.tobytes() == expected.tobytes()
+    assert await count_processed(jobs) == len(events)
+    assert all(count == 1 for count in images.hits.values())
+
+
+async def test_same_event_twice_runs_once(worker_settings: Settings, images: ImageServer, jobs: JobStore) -> None:
+    event = url_event(images.url("/img/7.png"), "invert")
+    await produce(worker_settings, [as_record(event), as_record(event)])
+
+    async with running_worker(worker_settings) as worker:
+        await eventually(lambda: offsets_all_committed(worker_settings), what="both offsets committed")
+
+    assert images.hits["/img/7.png"] == 1
+    assert await count_processed(jobs) == 1
+    outcomes = {
+        sample.labels["outcome"]: sample.value
+        for metric in worker.metrics.registry.collect()
+        if metric.name == "image_worker_records"
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    }
+    assert outcomes == {"done": 1.0, "skipped_duplicate": 1.0}
+
+
+async def test_events_of_one_image_run_in_offset_order(
+    worker_settings: Settings, images: ImageServer, jobs: JobStore
+) -> None:
+    """One key's events run one at a time in offset order, while other keys overtake them."""
+    settings = worker_settings.model_copy(update={"topic_partitions": 1})
+    image_id = uuid.uuid4()
+    ordered = [url_event(images.url(f"/img/{seed}.png?delay=0.1"), "blur", image_id) for seed in range(6)]
+    others = [url_event(images.url(f"/img/{100 + seed}.png"), "blur") for seed in range(6)]
+    interleaved = [record for pair in zip(ordered, others, strict=True) for record in map(as_record, pair)]
+    await produce(settings, interleaved)
+
+    async with running_worker(settings):
+        await eventually(lambda: offsets_all_committed(settings), what="all offsets committed")
+
+    same_key_order = [path for path in images.order if int(path[5:-4]) < 100]
+    assert same_key_order == [f"/img/{seed}.png" for seed in range(6)]
+    assert images.order.index("/img/105.png") < images.order.index("/img/5.png"), "other keys must not wait"
+    assert await count_processed(jobs) == 12
+
+
+async def test_poison_records_are_dead_lettered_once_with_metadata(
+    worker_settings: Settings, images: ImageServer, jobs: JobStore
+) -> None:
+    good = [url_event(images.url(f"/img/{seed}.png"), "sepia") for seed in range(5)]
+    wrong_schema = json.dumps({"type": "image_process", "version": 1, "image": "x"}).encode()
+    corrupt = url_event(images.url("/corrupt.png"), "sepia")
+    hanging = url_event(images.url("/hang"), "sepia")
+    poison: list[tuple[bytes | None, bytes | None]] = [
+        (b"garbage-key", b"\x00\xffnot json at all"),
+        (b"schema-key", wrong_schema),
+        as_record(corrupt),
+        as_record(hanging),
+    ]
+    await produce(worker_settings, [*map(as_record, good[:2]), *poison, *map(as_record, good[2:])])
+
+    async with running_worker(worker_settings):
+        await eventually(lambda: offsets_all_committed(worker_settings), what="all offsets committed")
+
+    dead = await read_topic(worker_settings.kafka_bootstrap_servers, worker_settings.dlq_topic)
+    assert sorted((r.key, r.value) for r in dead) == sorted(poison)
+    by_key = {record.key: dict(record.headers) for record in dead}
+    hanging_headers = by_key[str(hanging.image_id).encode()]
+    assert hanging_headers["dlq.attempts"] == b"2", "a timeout is transient: retried up to max_attempts"
+    assert by_key[b"garbage-key"]["dlq.attempts"] == b"1", "undecodable bytes are permanent"
+    assert by_key[str(corrupt.image_id).encode()]["dlq.attempts"] == b"1"
+    for headers in by_key.values():
+        assert headers["dlq.original.topic"] == worker_settings.images_topic.encode()
+        assert headers["dlq.consumer_group"] == worker_settings.consumer_group.encode()
+        assert int(headers["dlq.original.offset"]) >= 0
+        assert headers["dlq.error.class"]
+        assert headers["dlq.error.message"]
+        assert b"Traceback" in headers["dlq.error.traceback"]
+        assert headers["dlq.first_failure_at"] <= headers["dlq.last_failure_at"]
+    assert images.hits["/hang"] == 2
+    assert await count_jobs(jobs, JobStatus.DONE) == len(good)
+    failed = await jobs.get(str(corrupt.image_id))
+    assert failed is not None
+    assert failed.status is JobStatus.FAILED
+    assert failed.error
+
+
+async def _all_done(jobs: JobStore, expected: int) -> bool:
+    return await count_jobs(jobs, JobStatus.DONE) == expected

@@ -1,0 +1,122 @@
+"""Helpers for worker tests: events straight onto the topic, a worker running in-process, polls with deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from sqlalchemy import func, select
+
+from consumer.handler import JobHandler
+from consumer.worker import Worker
+from core.blobs import BlobStore
+from core.jobs import JobStatus, JobStore, jobs_table, processed_events_table
+from core.settings import Settings
+from core.topics import ensure_topics
+from schemas import FilterName, ImageProcessV1, UrlSource, encode_event, event_headers
+from tests.kafka_reads import topic_partitions
+
+Record = tuple[bytes | None, bytes | None]
+
+
+def url_event(url: str, image_filter: str = "grayscale", image_id: uuid.UUID | None = None) -> ImageProcessV1:
+    return ImageProcessV1(
+        event_id=uuid.uuid4(),
+        image_id=image_id or uuid.uuid4(),
+        source=UrlSource.model_validate({"url": url}),
+        filter=FilterName(image_filter),
+        requested_at=dt.datetime.now(dt.UTC),
+    )
+
+
+def as_record(event: ImageProcessV1) -> Record:
+    return str(event.image_id).encode(), encode_event(event)
+
+
+async def produce(settings: Settings, records: Iterable[Record]) -> None:
+    """Append records in order (one producer, so records of one key keep their order) and wait for the acks."""
+    await ensure_topics(settings)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=True)
+    await producer.start()
+    try:
+        acks = []
+        for key, value in records:
+            headers = event_headers(url_event("http://x.example/")) if value and value.startswith(b"{") else []
+            acks.append(await producer.send(settings.images_topic, key=key, value=value, headers=headers))
+        await asyncio.gather(*acks)
+    finally:
+        await producer.stop()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 60.0, what: str = "condition") -> None:
+    """Poll ``check`` until it is true; fail with ``what`` after ``timeout_s``."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not await check():
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        raise AssertionError(f"{what} not reached within {timeout_s} s") from None
+
+
+async def count_jobs(jobs: JobStore, status: JobStatus) -> int:
+    async with jobs.engine.connect() as connection:
+        result = await connection.execute(select(func.count()).where(jobs_table.c.status == status.value))
+        return int(result.scalar_one())
+
+
+async def count_processed(jobs: JobStore) -> int:
+    async with jobs.engine.connect() as connection:
+        result = await connection.execute(select(func.count()).select_from(processed_events_table))
+        return int(result.scalar_one())
+
+
+async def committed_and_end_offsets(settings: Settings) -> tuple[dict[int, int], dict[int, int]]:
+    partitions = await topic_partitions(settings.kafka_bootstrap_servers, settings.images_topic)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(settings.consumer_group)
+    finally:
+        await admin.close()
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await consumer.start()
+    try:
+        end = await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+    return (
+        {tp.partition: meta.offset for tp, meta in committed.items() if tp.topic == settings.images_topic},
+        {tp.partition: offset for tp, offset in end.items() if offset > 0},
+    )
+
+
+async def offsets_all_committed(settings: Settings) -> bool:
+    committed, end = await committed_and_end_offsets(settings)
+    return all(committed.get(partition) == offset for partition, offset in end.items())
+
+
+@contextlib.asynccontextmanager
+async def running_worker(settings: Settings) -> AsyncIterator[Worker]:
+    """A worker (with the real handler) consuming in this process until the block ends."""
+    jobs = JobStore.from_url(settings.database_url)
+    await jobs.create_schema()
+    await ensure_topics(settings)
+    handler = JobHandler(settings, jobs, BlobStore(settings.storage_dir))
+    worker = Worker(settings, handler)
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        await task
+        await handler.aclose()
+        await jobs.close()
+
+
+def partitions_of(settings: Settings) -> list[TopicPartition]:
+    return [TopicPartition(settings.images_topic, p) for p in range(settings.topic_partitions)]
