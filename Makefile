@@ -1,0 +1,36 @@
+# One command per task; README, pre-commit habits and .ci/run all call these.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install run test lint format kafka clean
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(INSTALLED)  ## Create .venv with the project and its dev tools.
+
+run: install  ## Broker + API + worker on this machine, and one sample image through to done.
+	$(BIN)/python -m scripts.run_local $(ARGS)
+
+test: install  ## The whole test suite against a real Kafka broker (started for you if none is given).
+	$(BIN)/pytest $(ARGS)
+
+lint: install  ## ruff and mypy, as CI runs them.
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+kafka: install  ## Only a local Kafka broker on :9092, in the foreground.
+	$(BIN)/python -m scripts.kafka_local start $(ARGS)
+
+clean:
+	rm -rf $(VENV) data .kafka-data build *.egg-info .pytest_cache .mypy_cache .ruff_cache
