@@ -23,7 +23,7 @@ test: install  ## The whole test suite against a real Kafka broker (started for 
 lint: install  ## ruff and mypy, as CI runs them.
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy .
+	$(BIN)/mypy
 
 format: install
 	$(BIN)/ruff format .

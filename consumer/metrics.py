@@ -8,6 +8,7 @@ so an orchestrator restarts it.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -45,24 +46,25 @@ class WorkerMetrics:
 class Liveness:
     """Alive while the poll loop runs and the worker is (or is briefly rejoining) a group member."""
 
-    def __init__(self, timeout_s: float) -> None:
+    def __init__(self, timeout_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.timeout_s = timeout_s
-        self._last_poll = time.monotonic()
-        self._out_of_group_since: float | None = time.monotonic()
+        self._clock = clock
+        self._last_poll = clock()
+        self._out_of_group_since: float | None = clock()
 
     def polled(self) -> None:
-        self._last_poll = time.monotonic()
+        self._last_poll = self._clock()
 
     def joined(self) -> None:
         self._out_of_group_since = None
 
     def left(self) -> None:
         if self._out_of_group_since is None:
-            self._out_of_group_since = time.monotonic()
+            self._out_of_group_since = self._clock()
 
     def problems(self) -> list[str]:
         """Why the worker is not alive; empty when it is."""
-        now = time.monotonic()
+        now = self._clock()
         problems = []
         if now - self._last_poll > self.timeout_s:
             problems.append(f"no poll for {now - self._last_poll:.0f} s")

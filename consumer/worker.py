@@ -319,9 +319,11 @@ class Worker:
             del self._offsets[partition], self._released[partition]
             self.metrics.consumer_lag.remove(partition.topic, str(partition.partition))
 
-    def _on_assigned(self, partitions: Iterable[TopicPartition]) -> None:
+    async def _on_assigned(self, partitions: Iterable[TopicPartition]) -> None:
         for partition in partitions:
-            self._offsets[partition] = PartitionOffsets()
+            offsets = self._offsets[partition] = PartitionOffsets()
+            # The group's committed offset: lag is measured from it until this worker commits its own.
+            offsets.committed = await self._consumer.committed(partition)
             self._released[partition] = asyncio.Event()
         self._paused = False  # an assignment resets aiokafka's pause state; the loop re-applies it
         self.liveness.joined()
@@ -330,10 +332,11 @@ class Worker:
     def _update_lag(self) -> None:
         for partition, tracker in self._offsets.items():
             highwater = self._consumer.highwater(partition)
-            if highwater is not None and tracker.committed is not None:
-                self.metrics.consumer_lag.labels(partition.topic, str(partition.partition)).set(
-                    max(highwater - tracker.committed, 0)
-                )
+            if highwater is None:
+                continue  # nothing fetched from this partition yet
+            base = tracker.committed if tracker.committed is not None else tracker.committable()
+            lag = highwater - base if base is not None else 0
+            self.metrics.consumer_lag.labels(partition.topic, str(partition.partition)).set(max(lag, 0))
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -347,7 +350,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._worker._release(owned)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        self._worker._on_assigned(assigned)
+        await self._worker._on_assigned(assigned)
 
 
 def _describe(partition: TopicPartition) -> str:

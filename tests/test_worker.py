@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from PIL import Image
 
+from consumer.probes import serve_probes
 from core.blobs import BlobStore
 from core.jobs import JobStatus, JobStore
 from core.settings import Settings
@@ -19,6 +24,7 @@ from tests.image_server import ImageServer, image_server, sample_png
 from tests.kafka_reads import read_topic
 from tests.worker_support import (
     as_record,
+    committed_and_end_offsets,
     count_jobs,
     count_processed,
     eventually,
@@ -166,3 +172,73 @@ async def test_poison_records_are_dead_lettered_once_with_metadata(
 
 async def _all_done(jobs: JobStore, expected: int) -> bool:
     return await count_jobs(jobs, JobStatus.DONE) == expected
+
+
+async def test_failed_dead_letter_write_keeps_the_record_uncommitted_until_it_succeeds(
+    worker_settings: Settings, images: ImageServer
+) -> None:
+    """If the DLQ refuses the record, its offset is not committed and the write is retried; once the DLQ accepts
+    it, exactly one dead letter appears."""
+    settings = worker_settings.model_copy(update={"topic_partitions": 1})
+    await _create_topic(settings, settings.dlq_topic, {"max.message.bytes": "200"})  # smaller than any dead letter
+    poison = (b"poison", b"not an event")
+    good = [url_event(images.url(f"/img/{seed}.png"), "invert") for seed in range(3)]
+    await produce(settings, [as_record(good[0]), poison, *map(as_record, good[1:])])
+
+    async with running_worker(settings):
+        jobs = JobStore.from_url(settings.database_url)
+        await eventually(lambda: _all_done(jobs, 3), what="good jobs done around the poison")
+        committed, _ = await committed_and_end_offsets(settings)
+        assert committed.get(0, 0) <= 1, "nothing at or after the undelivered dead letter is committed"
+        assert await read_topic(settings.kafka_bootstrap_servers, settings.dlq_topic) == []
+
+        await _alter_topic(settings, settings.dlq_topic, {"max.message.bytes": "1048588"})
+        await eventually(lambda: offsets_all_committed(settings), what="offsets committed after the DLQ fix")
+        await jobs.close()
+
+    dead = await read_topic(settings.kafka_bootstrap_servers, settings.dlq_topic)
+    assert [(record.key, record.value) for record in dead] == [poison]
+
+
+async def test_probes_serve_liveness_and_metrics(worker_settings: Settings, images: ImageServer) -> None:
+    await produce(worker_settings, [as_record(url_event(images.url("/img/3.png"), "emboss"))])
+    async with running_worker(worker_settings) as worker, serve_probes(worker, port := _free_port(), "127.0.0.1"):
+        await eventually(lambda: offsets_all_committed(worker_settings), what="job committed")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+            livez = await client.get("/livez")
+            metrics = (await client.get("/metrics/")).text
+
+    assert livez.status_code == 200
+    assert livez.json() == {"alive": True, "problems": []}
+    assert 'image_worker_records_total{outcome="done"} 1.0' in metrics
+    assert "image_worker_processing_seconds_bucket" in metrics
+    assert "image_worker_in_flight 0.0" in metrics
+    lag_lines = [line for line in metrics.splitlines() if line.startswith("image_worker_consumer_lag{")]
+    assert len(lag_lines) == worker_settings.topic_partitions
+    assert all(line.endswith(" 0.0") for line in lag_lines), lag_lines
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def _create_topic(settings: Settings, name: str, configs: dict[str, str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        response = await admin.create_topics([NewTopic(name, 1, 1, topic_configs=configs)])
+        assert all(error_code == 0 for _, error_code, *_ in response.topic_errors)
+    finally:
+        await admin.close()
+
+
+async def _alter_topic(settings: Settings, name: str, configs: dict[str, str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, configs=configs)])
+    finally:
+        await admin.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -10,11 +11,13 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+from PIL import Image
 
+from core.blobs import BlobStore
 from core.jobs import JobStatus, JobStore
 from core.settings import Settings
 from tests.conftest import make_settings
-from tests.image_server import ImageServer, image_server
+from tests.image_server import ImageServer, image_server, sample_png
 from tests.processes import WorkerProcess
 from tests.worker_support import (
     as_record,
@@ -100,6 +103,10 @@ async def test_two_workers_process_200_jobs_exactly_once(
 
     assert await count_processed(jobs) == 200
     assert sum(images.hits.values()) == 200, "each job executed exactly once"
+    blobs = BlobStore(worker_settings.storage_dir)
+    for seed in (0, 117, 199):
+        result = Image.open(io.BytesIO(await blobs.get(blobs.result_key(str(events[seed].image_id)))))
+        assert result.tobytes() == Image.open(io.BytesIO(sample_png(seed))).convert("L").tobytes()
     logs = "".join(worker.log() for worker in workers)
     assert logs.count("Processing image") == 200
     assert all(logs.count(f"/img/{seed}.png with filter grayscale... Done") == 1 for seed in (0, 99, 199))
@@ -123,6 +130,23 @@ async def test_sigterm_finishes_running_jobs_commits_and_exits_0(
     assert elapsed_s < SHUTDOWN_TIMEOUT_S
     assert await count_jobs(jobs, JobStatus.DONE) == 4, "running jobs finish before the worker leaves"
     assert await offsets_all_committed(worker_settings)
+
+
+async def test_second_signal_exits_at_once_leaving_work_for_redelivery(
+    worker_settings: Settings, images: ImageServer, jobs: JobStore, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    worker = start_worker(workers, worker_settings, tmp_path)
+    await produce(worker_settings, [as_record(url_event(images.url("/img/1.png?delay=60"), "blur"))])
+    await images.wait_for_hits("/img/1.png", 1)
+
+    worker.terminate()
+    await eventually(lambda: _logged(worker, "finishing running jobs"), what="first signal handled")
+    worker.terminate()
+    exit_code = await asyncio.to_thread(worker.wait, 10.0)
+
+    assert exit_code == 130
+    assert await count_jobs(jobs, JobStatus.DONE) == 0
+    assert not await offsets_all_committed(worker_settings), "the interrupted job stays uncommitted"
 
 
 async def test_kill_9_mid_work_loses_nothing_and_records_nothing_twice(
@@ -160,6 +184,10 @@ async def test_second_worker_joining_loses_and_duplicates_nothing(
     assert await count_processed(jobs) == 60
     assert sum(images.hits.values()) == 60, "a clean hand-over re-executes nothing"
     assert any("assigned" in worker.log() and "revoked" in worker.log() for worker in workers)
+
+
+async def _logged(worker: WorkerProcess, text: str) -> bool:
+    return text in worker.log()
 
 
 async def _members_are(settings: Settings, count: int) -> bool:
