@@ -30,7 +30,7 @@ format: install
 	$(BIN)/ruff check --fix .
 
 kafka: install  ## Only a local Kafka broker on :9092, in the foreground.
-	$(BIN)/python -m scripts.kafka_local start $(ARGS)
+	$(BIN)/image-kafka start $(ARGS)
 
 clean:
 	rm -rf $(VENV) data .kafka-data build *.egg-info .pytest_cache .mypy_cache .ruff_cache

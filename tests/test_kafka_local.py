@@ -16,13 +16,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import MessageSizeTooLargeError, UnknownTopicOrPartitionError
 
+from scripts.kafka_cli import main
 from scripts.kafka_local import (
     KafkaCluster,
     KafkaLocalError,
     KafkaNode,
     broker_ids,
     fetch_jars,
-    main,
     new_cluster_id,
     run_kafka_tool,
 )
@@ -170,7 +170,7 @@ def test_cli_reports_expected_errors_in_one_line(
         code = main(["start", "--port", str(busy.getsockname()[1]), "--data-dir", str(tmp_path)])
     assert code == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("kafka_local: error: port")
+    assert err.startswith("image-kafka: error: port")
     assert "\n" not in err
 
 
