@@ -41,7 +41,9 @@ from core.settings import Settings
 logger = logging.getLogger(__name__)
 
 POLL_TIMEOUT_MS = 500
-PAUSED_POLL_TIMEOUT_MS = 50  # while all slots are busy: come back soon to resume when one frees
+# While all slots are busy nothing can be fetched: wait for a free slot, but poll at least this often so the
+# member is never considered stuck (max_poll_interval_ms is enforced on the client).
+PAUSED_POLL_INTERVAL_S = 1.0
 COMMIT_EVERY_RECORDS = 200
 DLQ_SEND_TIMEOUT_S = 10.0
 
@@ -105,10 +107,15 @@ class Worker:
         self._finished_since_commit = 0
         self._last_commit = time.monotonic()
         self._stopping = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        # Resume fetching once an eighth of the slots are free, not at every single one: admitting records in
+        # small batches keeps the pause/resume and poll overhead per record low when the worker is saturated.
+        self._resume_at_free_slots = max(1, settings.worker_concurrency // 8)
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish running jobs, commit and leave the group."""
         self._stopping.set()
+        self._slot_freed.set()
 
     async def run(self) -> None:
         """Consume until :meth:`stop` is called."""
@@ -133,9 +140,10 @@ class Worker:
         while not self._stopping.is_set():
             free_slots = self.settings.worker_concurrency - self._in_flight
             self._apply_back_pressure(free_slots)
+            if self._paused and await self._slot_freed_within(PAUSED_POLL_INTERVAL_S):
+                continue  # re-evaluate at once; a slot-less poll would fetch nothing
             batches = await self._consumer.getmany(
-                timeout_ms=PAUSED_POLL_TIMEOUT_MS if self._paused else POLL_TIMEOUT_MS,
-                max_records=max(free_slots, 1),
+                timeout_ms=0 if self._paused else POLL_TIMEOUT_MS, max_records=max(free_slots, 1)
             )
             self.liveness.polled()
             self.metrics.last_poll.set_to_current_time()
@@ -149,11 +157,20 @@ class Worker:
                 await self._commit(self._offsets)
             self._update_lag()
 
+    async def _slot_freed_within(self, timeout_s: float) -> bool:
+        self._slot_freed.clear()
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._slot_freed.wait()
+        except TimeoutError:
+            return False
+        return True
+
     def _apply_back_pressure(self, free_slots: int) -> None:
         if free_slots <= 0 and not self._paused:
             self._consumer.pause(*self._consumer.assignment())
             self._paused = True
-        elif free_slots > 0 and self._paused:
+        elif free_slots >= self._resume_at_free_slots and self._paused:
             self._consumer.resume(*self._consumer.assignment())
             self._paused = False
 
@@ -185,10 +202,12 @@ class Worker:
                 self._finished_since_commit += 1
                 self._in_flight -= 1
                 self.metrics.in_flight.set(self._in_flight)
+                self._slot_freed.set()
         except (_Abandoned, asyncio.CancelledError):
             logger.info("left %d record(s) of %s uncommitted for the next owner", len(queue), _describe(partition))
         finally:
             self._in_flight -= len(queue)
+            self._slot_freed.set()
             queue.clear()
             self.metrics.in_flight.set(self._in_flight)
             del self._lanes[lane], self._lane_tasks[lane]
