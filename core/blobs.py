@@ -29,7 +29,8 @@ class BlobStore:
 
     def path(self, key: str) -> Path:
         """The file behind ``key``; a key that would leave the root raises ``ValueError``."""
-        path = (self.root / key).resolve()
+        # Lexical normalisation, no file-system calls: the root is resolved once, and only this code writes below it.
+        path = Path(os.path.normpath(self.root / key))
         if not path.is_relative_to(self.root) or path == self.root:
             raise ValueError(f"blob key {key!r} is outside the store")
         return path

@@ -1,0 +1,31 @@
+"""The blob store keeps keys inside its root and never leaves half-written files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.blobs import BlobStore
+
+
+async def test_put_then_get_round_trips_and_overwrites(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    key = store.result_key("abc")
+    await store.put(key, b"first")
+    await store.put(key, b"second")  # a re-run overwrites the same key
+
+    assert await store.get(key) == b"second"
+    assert await store.exists(key)
+    assert [path.name for path in (tmp_path / "results").iterdir()] == ["abc.png"], "no temporary files left"
+
+
+@pytest.mark.parametrize("key", ["../outside", "uploads/../../outside", "/etc/passwd", "", ".", "uploads/.."])
+def test_keys_cannot_leave_the_root(tmp_path: Path, key: str) -> None:
+    with pytest.raises(ValueError, match="outside the store"):
+        BlobStore(tmp_path / "store").path(key)
+
+
+def test_keys_map_below_the_root(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    assert store.path("uploads/x") == tmp_path.resolve() / "uploads" / "x"
