@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -9,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 
 from core.blobs import BlobStore
 from core.jobs import JobStore
@@ -17,6 +19,8 @@ from producer import health, images
 from producer.deps import Services
 from producer.intake import JobIntake
 from producer.publisher import EventPublisher
+
+logger = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -52,6 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(images.router)
     app.include_router(health.router)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(SQLAlchemyError, _dependency_unavailable)
+    app.add_exception_handler(OSError, _dependency_unavailable)
     return app
 
 
@@ -60,3 +66,14 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [{key: error[key] for key in ("type", "loc", "msg") if key in error} for error in exc.errors()]
     return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+
+async def _dependency_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # The database or the blob store failed: a condition that passes, so 503 and a retry, never a 500.
+    logger.error("%s %s failed: %r", request.method, request.url.path, exc)
+    retry_after_s = request.app.state.services.settings.retry_after_s
+    return JSONResponse(
+        {"detail": f"the job store is unavailable; retry in {retry_after_s} s"},
+        status_code=503,
+        headers={"Retry-After": str(retry_after_s)},
+    )

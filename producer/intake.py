@@ -12,14 +12,19 @@ the workers process it once.
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 from dataclasses import dataclass
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from core.blobs import BlobStore
 from core.jobs import Job, JobStatus, JobStore, utc_now
 from core.settings import Settings
 from producer.publisher import EventPublisher
 from schemas import BlobSource, FilterName, ImageProcessEvent, UrlSource, encode_event, event_headers
+
+logger = logging.getLogger(__name__)
 
 # Fixed namespace for ids derived from idempotency keys: changing it would break retries across a deploy.
 IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1d3a52-8c1e-4f7a-9a36-2b8e5d0c7e41")
@@ -100,7 +105,11 @@ class JobIntake:
             requested_at=now,
             updated_at=now,
         )
-        await self._jobs.record_accepted(job)
+        try:
+            await self._jobs.record_accepted(job)
+        except (SQLAlchemyError, OSError):  # asyncpg lets a refused connection through as a bare OSError
+            # The event is in the log, so the job is accepted: the worker writes its row when it picks it up.
+            logger.warning("job %s accepted, but its row could not be written yet", image_id, exc_info=True)
         return Acceptance(job, replayed=False)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import io
@@ -17,6 +18,8 @@ from sqlalchemy import update
 from core.blobs import BlobStore
 from core.jobs import JobStatus, JobStore, jobs_table
 from core.settings import Settings
+from producer.app import create_app
+from producer.intake import JobIntake
 from schemas import BlobSource, UrlSource, decode_event
 from tests.conftest import api_client, make_settings
 from tests.kafka_reads import partition_count, read_topic
@@ -267,3 +270,33 @@ async def test_done_job_serves_its_result(api: httpx.AsyncClient, settings: Sett
     assert response.status_code == 200
     assert response.headers["content-type"] == "image/png"
     assert response.content == result
+
+
+async def test_database_outage_is_503_and_an_acked_job_is_still_accepted(settings: Settings) -> None:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        services = app.state.services
+        unreachable = JobStore.from_url("postgresql://nobody:secret@127.0.0.1:1/images")  # nothing listens on :1
+        app.state.services = dataclasses.replace(
+            services,
+            jobs=unreachable,
+            intake=JobIntake(settings, unreachable, services.blobs, services.publisher),
+        )
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+            status = await api.get(f"/images/{uuid.uuid4()}")
+            accepted = await api.post("/images", json={"url": "https://example.com/z.png", "filter": "blur"})
+            keyed = await api.post(
+                "/images", json={"url": "https://example.com/z.png", "filter": "blur"}, headers={"Idempotency-Key": "k"}
+            )
+            ready = await api.get("/readyz")
+        await unreachable.close()
+
+    assert status.status_code == 503
+    assert status.headers["retry-after"] == str(settings.retry_after_s)
+    assert accepted.status_code == 202, "the event is in the log: the worker will write the job's row"
+    assert keyed.status_code == 503, "without the database an Idempotency-Key cannot be checked"
+    assert ready.status_code == 503
+    assert ready.json()["database"].startswith("unavailable")
+    records = await read_topic(settings.kafka_bootstrap_servers, settings.images_topic)
+    assert [record.key.decode() for record in records] == [accepted.json()["id"]]
