@@ -6,11 +6,10 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Header, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 
 from core.jobs import Job, JobStatus
-from producer.body import UnsupportedMediaType, read_job_request, reject
+from producer.body import UnsupportedMediaType, read_job_request
 from producer.deps import ServicesDep
 from producer.intake import IdempotencyKeyReused
 from producer.models import ImageJobRequest, JobAccepted, JobSource, JobView, Problem
@@ -21,8 +20,28 @@ router = APIRouter(prefix="/images", tags=["images"])
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
+def _inline_definitions(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with its local ``$defs`` references replaced by the definitions (OpenAPI cannot resolve them)."""
+    definitions = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            reference = node.get("$ref", "")
+            if reference.startswith("#/$defs/"):
+                return inline(definitions[reference.removeprefix("#/$defs/")])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    result: dict[str, Any] = inline(schema)
+    return result
+
+
+_IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "image/tiff")
 _UPLOAD_SCHEMA: dict[str, Any] = {
     "type": "object",
+    "additionalProperties": False,
     "required": ["file", "filter"],
     "properties": {
         "file": {"type": "string", "format": "binary", "description": "The image (PNG, JPEG, GIF, WEBP, ...)."},
@@ -33,8 +52,11 @@ _SUBMIT_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": ImageJobRequest.model_json_schema()},
-            "multipart/form-data": {"schema": _UPLOAD_SCHEMA},
+            "application/json": {"schema": _inline_definitions(ImageJobRequest.model_json_schema())},
+            "multipart/form-data": {
+                "schema": _UPLOAD_SCHEMA,
+                "encoding": {"file": {"contentType": ", ".join(_IMAGE_MEDIA_TYPES)}},
+            },
         },
     }
 }
@@ -46,6 +68,7 @@ _SUBMIT_BODY: dict[str, Any] = {
     summary="Submit an image job",
     openapi_extra=_SUBMIT_BODY,
     responses={
+        409: {"model": Problem, "description": "The Idempotency-Key was already used for a different request."},
         415: {"model": Problem, "description": "The body is neither JSON nor multipart/form-data."},
         503: {"model": Problem, "description": "The event log did not ack in time; retry after Retry-After."},
     },
@@ -57,13 +80,13 @@ async def submit_image(
         str | None,
         Header(
             description="Makes retries safe: the same key returns the same job and never creates a second one.",
+            min_length=1,
+            max_length=MAX_IDEMPOTENCY_KEY_LENGTH,
+            pattern=r"^[\x20-\x7e]+$",  # printable ASCII
         ),
     ] = None,
 ) -> JSONResponse:
     """Append an ``image_process`` event keyed by a new image id; answer once the broker acked it."""
-    if idempotency_key is not None and not _is_valid_key(idempotency_key):
-        message = f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters"
-        raise RequestValidationError([{"type": "value_error", "loc": ("header", "idempotency-key"), "msg": message}])
     try:
         source, image_filter = await read_job_request(request, services.settings.max_upload_bytes)
     except UnsupportedMediaType as exc:
@@ -71,7 +94,8 @@ async def submit_image(
     try:
         acceptance = await services.intake.submit(source, image_filter, idempotency_key)
     except IdempotencyKeyReused as exc:
-        reject("", str(exc), "idempotency_key_reused")
+        # 409, not 422: the request is valid on its own; it conflicts with what the key already names.
+        return _problem(409, str(exc))
     except BrokerUnavailable:
         retry_after_s = services.settings.retry_after_s
         return _problem(
@@ -136,10 +160,6 @@ def _status_path(image_id: str) -> str:
 
 def _result_path(image_id: str) -> str:
     return f"/images/{image_id}/result"
-
-
-def _is_valid_key(key: str) -> bool:
-    return 0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH and key.isascii() and key.isprintable()
 
 
 def _view(job: Job) -> JobView:

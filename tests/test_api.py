@@ -127,8 +127,8 @@ async def test_idempotency_key_reused_for_another_request_is_rejected(
 
     response = await api.post("/images", json={"url": "https://a.example/2.png", "filter": "blur"}, headers=headers)
 
-    assert response.status_code == 422
-    assert "Idempotency-Key" in response.text
+    assert response.status_code == 409
+    assert "Idempotency-Key" in response.json()["detail"]
     assert len(await read_topic(settings.kafka_bootstrap_servers, settings.images_topic)) == 1
 
 
