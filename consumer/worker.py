@@ -203,8 +203,11 @@ class Worker:
                 self._in_flight -= 1
                 self.metrics.in_flight.set(self._in_flight)
                 self._slot_freed.set()
-        except (_Abandoned, asyncio.CancelledError):
+        except _Abandoned:
             logger.info("left %d record(s) of %s uncommitted for the next owner", len(queue), _describe(partition))
+        except asyncio.CancelledError:
+            logger.warning("cancelled %d record(s) of %s; they stay uncommitted", len(queue), _describe(partition))
+            raise
         finally:
             self._in_flight -= len(queue)
             self._slot_freed.set()

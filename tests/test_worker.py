@@ -227,3 +227,22 @@ async def _alter_topic(settings: Settings, name: str, configs: dict[str, str]) -
         await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, configs=configs)])
     finally:
         await admin.close()
+
+
+async def test_job_outliving_the_drain_is_cancelled_uncommitted_and_redone(
+    worker_settings: Settings, images: ImageServer, jobs: JobStore
+) -> None:
+    settings = worker_settings.model_copy(update={"shutdown_timeout_s": 0.5, "fetch_timeout_s": 30.0})
+    slow = url_event(images.url("/img/9.png?delay=5"), "grayscale")
+    await produce(settings, [as_record(slow)])
+
+    async with running_worker(settings):
+        await images.wait_for_hits("/img/9.png", 1)
+    # The block waited for the worker to stop: the drain gave up after 0.5 s and cancelled the job.
+    assert await count_jobs(jobs, JobStatus.DONE) == 0
+    assert not await offsets_all_committed(settings)
+
+    fast_again = settings.model_copy(update={"shutdown_timeout_s": 10.0})
+    async with running_worker(fast_again):
+        await eventually(lambda: _all_done(jobs, 1), what="the cancelled job done by the next run")
+    assert images.hits["/img/9.png"] == 2
