@@ -12,14 +12,13 @@ import sys
 from collections.abc import AsyncIterator
 
 from aiokafka.errors import KafkaError
-from pydantic import ValidationError
 
 from consumer.handler import JobHandler
 from consumer.probes import serve_probes
 from consumer.worker import Worker
 from core.blobs import BlobStore
 from core.jobs import JobStore
-from core.settings import Settings
+from core.settings import InvalidSettings, Settings, load_settings
 from core.topics import ensure_topics
 
 logger = logging.getLogger("consumer")
@@ -55,9 +54,9 @@ def main(argv: list[str] | None = None) -> None:
         if value is not None
     }
     try:
-        settings = Settings(**overrides)
-    except ValidationError as exc:
-        sys.exit(f"image-worker: invalid settings:\n{exc}")
+        settings = load_settings(**overrides)
+    except InvalidSettings as exc:
+        sys.exit(f"image-worker: {exc}")
     try:
         asyncio.run(serve(settings))
     except StartupError as exc:

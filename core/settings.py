@@ -8,9 +8,9 @@ read from the environment variable of the same name in upper case (``KAFKA_BOOTS
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
@@ -78,3 +78,19 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite", "postgres")):
             raise ValueError("expected sqlite:///PATH or postgresql://USER:PASS@HOST/DB")
         return value
+
+
+class InvalidSettings(Exception):
+    """The environment holds a bad value; the message names each variable and what is wrong with it."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read :class:`Settings` from the environment (``overrides`` win), naming bad variables on failure."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(part) for part in error['loc']).upper()}: {error['msg']} (got {error.get('input')!r})"
+            for error in exc.errors(include_url=False)
+        ]
+        raise InvalidSettings("invalid settings:\n  " + "\n  ".join(problems)) from None

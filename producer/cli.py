@@ -7,9 +7,8 @@ import logging
 import sys
 
 import uvicorn
-from pydantic import ValidationError
 
-from core.settings import Settings
+from core.settings import InvalidSettings, load_settings
 from producer.app import create_app
 
 
@@ -28,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        settings = Settings()
-    except ValidationError as exc:
-        sys.exit(f"image-api: invalid settings:\n{exc}")
+        settings = load_settings()
+    except InvalidSettings as exc:
+        sys.exit(f"image-api: {exc}")
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)

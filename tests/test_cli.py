@@ -1,0 +1,45 @@
+"""The console scripts as a user meets them: useful --help, and a bad setting named instead of a traceback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def run(command: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    executable = shutil.which(command[0], path=str(BIN))
+    assert executable is not None, f"{command[0]} is not installed"
+    return subprocess.run(
+        [executable, *command[1:]], capture_output=True, text=True, timeout=60, env=os.environ | env, check=False
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("image-api", ["--host", "--port", "KAFKA_BOOTSTRAP_SERVERS"]),
+        ("image-worker", ["--concurrency", "--group", "--metrics-port", "SIGTERM"]),
+        ("image-kafka", ["start", "stop", "fetch"]),
+    ],
+)
+def test_help(command: str, expected: list[str]) -> None:
+    result = run([command, "--help"])
+    assert result.returncode == 0
+    for text in expected:
+        assert text in result.stdout
+
+
+@pytest.mark.parametrize("command", ["image-api", "image-worker"])
+def test_bad_setting_is_named_without_a_traceback(command: str) -> None:
+    result = run([command], TOPIC_PARTITIONS="zero")
+    assert result.returncode != 0
+    assert "invalid settings" in result.stderr
+    assert "TOPIC_PARTITIONS: Input should be a valid integer" in result.stderr
+    assert "Traceback" not in result.stderr
