@@ -20,6 +20,7 @@ router = APIRouter(prefix="/images", tags=["images"])
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
+
 def _inline_definitions(schema: dict[str, Any]) -> dict[str, Any]:
     """``schema`` with its local ``$defs`` references replaced by the definitions (OpenAPI cannot resolve them)."""
     definitions = schema.pop("$defs", {})
