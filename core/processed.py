@@ -1,0 +1,52 @@
+"""Bulk reads and deletes on the processed-ids table, for tools that replay events (``image-replay reset``).
+
+Workers touch one event id at a time (:class:`core.jobs.JobStore`); a replay asks about thousands at once, so
+ids go to the database in chunks that stay below SQLite's bound-parameter limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from sqlalchemy import delete, inspect, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from core.jobs import processed_events_table
+
+CHUNK_SIZE = 500
+
+
+async def processed_among(engine: AsyncEngine, event_ids: Iterable[str]) -> set[str]:
+    """The ids among ``event_ids`` whose work is done (a replayed one would be skipped as a duplicate).
+
+    A database no worker has used yet has no table: nothing in it is processed, and a dry run creates nothing.
+    """
+    column = processed_events_table.c.event_id
+    found: set[str] = set()
+    async with engine.connect() as connection:
+        if not await connection.run_sync(lambda sync: inspect(sync).has_table(processed_events_table.name)):
+            return found
+        for chunk in _chunks(event_ids):
+            rows = await connection.execute(select(column).where(column.in_(chunk)))
+            found.update(str(row[0]) for row in rows)
+    return found
+
+
+async def forget_processed(engine: AsyncEngine, event_ids: Iterable[str]) -> int:
+    """Delete the processed marks of ``event_ids`` in one transaction, so their next delivery runs the job again.
+
+    Returns how many marks were deleted. All or nothing: a failure leaves every mark in place.
+    """
+    column = processed_events_table.c.event_id
+    deleted = 0
+    async with engine.begin() as connection:
+        for chunk in _chunks(event_ids):
+            result = await connection.execute(delete(processed_events_table).where(column.in_(chunk)))
+            deleted += result.rowcount
+    return deleted
+
+
+def _chunks(event_ids: Iterable[str]) -> Iterator[list[str]]:
+    ordered = sorted(set(event_ids))
+    for start in range(0, len(ordered), CHUNK_SIZE):
+        yield ordered[start : start + CHUNK_SIZE]
