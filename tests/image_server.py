@@ -42,13 +42,16 @@ class _QuietServer(ThreadingHTTPServer):
 
 class ImageServer:
     """``/img/<seed>.png[?delay=S]`` serves ``sample_png(seed)``; ``/corrupt.png`` a truncated PNG;
-    ``/hang`` never answers; anything else is 404. ``hits`` counts requests per path, ``order`` lists them."""
+    ``/hang`` never answers; ``/late/<seed>.png`` is 404 until :meth:`release_late` is called, then serves
+    ``sample_png(seed)`` (a cause that gets fixed, for redrive tests); anything else is 404. ``hits`` counts
+    requests per path, ``order`` lists them."""
 
     def __init__(self) -> None:
         self.hits: collections.Counter[str] = collections.Counter()
         self.order: list[str] = []
         self._lock = threading.Lock()
         self._closing = threading.Event()
+        self.late_released = threading.Event()
         self._httpd = _QuietServer(("127.0.0.1", 0), self._handler_class())
 
     @property
@@ -76,6 +79,10 @@ class ImageServer:
                     return
                 if parsed.path.startswith("/img/") and parsed.path.endswith(".png"):
                     self._send(sample_png(int(parsed.path[5:-4])))
+                elif (
+                    parsed.path.startswith("/late/") and parsed.path.endswith(".png") and server.late_released.is_set()
+                ):
+                    self._send(sample_png(int(parsed.path[6:-4])))
                 elif parsed.path == "/corrupt.png":
                     self._send(sample_png(1)[:60])
                 else:
@@ -92,6 +99,10 @@ class ImageServer:
                 pass
 
         return Handler
+
+    def release_late(self) -> None:
+        """From now on ``/late/<seed>.png`` serves its image."""
+        self.late_released.set()
 
     async def wait_for_hits(self, path: str, count: int, timeout_s: float = 30.0) -> None:
         async with asyncio.timeout(timeout_s):

@@ -1,0 +1,386 @@
+"""Re-publish dead letters from the DLQ topic to the main topic, with their original key and value.
+
+Dry run by default: prints, by error class, how many dead letters would be redriven, are over the redrive cap,
+are filtered out or were already redriven. --execute re-publishes them.
+
+Each dead letter is redriven at most once per progress group (--group, default <CONSUMER_GROUP>.redrive), also
+across interrupted runs. The group's committed offset on each DLQ partition is the first dead letter not yet
+redriven; it moves only over a contiguous run of redriven ones. Dead letters that do not match the filters, or
+are over the cap, are NOT consumed: a later redrive with other filters (or a higher --max-redrives) still finds
+them. Dead letters past the committed offset that were redriven already are recognised by the redrive.* headers
+of their copies on the main topic and skipped.
+
+Copies keep the original non-dlq.* headers and carry redrive.count (incremented when the dead letter came from
+an earlier redrive), redrive.group, redrive.dlq.topic, redrive.dlq.partition, redrive.dlq.offset, redrive.at.
+Run one redrive per group at a time. Exit codes: 0 done, 1 failed (one line on stderr), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime as dt
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from enum import StrEnum
+from typing import TextIO
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.errors import KafkaError
+
+from core.settings import Settings
+from scripts.dead_letter_reader import (
+    DeadLetterFilter,
+    MainPosition,
+    TopicMissing,
+    committed_offsets,
+    copy_headers,
+    earlier_redrives,
+    encode_scan_from,
+    error_class,
+    partitions_of,
+    read_range,
+    redrive_count,
+)
+
+logger = logging.getLogger(__name__)
+
+PUBLISH_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
+PLAIN_PROGRESS_EVERY_S = 5.0
+
+Hook = Callable[[], Awaitable[None]]
+
+
+class Verdict(StrEnum):
+    """What the redrive does with one dead letter."""
+
+    REDRIVE = "redrive"
+    OVER_CAP = "over_cap"
+    FILTERED_OUT = "filtered_out"
+    ALREADY_REDRIVEN = "already_redriven"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RedriveOptions:
+    """What to redrive; filters combine with AND, several values of one filter with OR."""
+
+    execute: bool = False
+    error_classes: tuple[str, ...] = ()
+    image_ids: tuple[str, ...] = ()
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    limit: int | None = None
+    max_redrives: int = 3
+    group: str | None = None
+    batch_size: int = 500
+
+    def progress_group(self, settings: Settings) -> str:
+        return self.group or f"{settings.consumer_group}.redrive"
+
+
+@dataclasses.dataclass
+class Report:
+    """Counts of one run, by error class, and the progress group's offsets afterwards."""
+
+    dry_run: bool
+    group: str
+    examined: int = 0
+    by_error_class: dict[str, Counter[Verdict]] = dataclasses.field(default_factory=dict)
+    committed: dict[int, int] = dataclasses.field(default_factory=dict)
+
+    def count(self, error_class: str, verdict: Verdict) -> None:
+        self.examined += 1
+        self.by_error_class.setdefault(error_class, Counter())[verdict] += 1
+
+    def total(self, verdict: Verdict) -> int:
+        return sum(counts[verdict] for counts in self.by_error_class.values())
+
+    def as_json(self) -> str:
+        return json.dumps(
+            {
+                "dry_run": self.dry_run,
+                "group": self.group,
+                "examined": self.examined,
+                "totals": {verdict.value: self.total(verdict) for verdict in Verdict},
+                "by_error_class": {
+                    name: {verdict.value: counts[verdict] for verdict in Verdict}
+                    for name, counts in sorted(self.by_error_class.items())
+                },
+                "committed": {str(partition): offset for partition, offset in sorted(self.committed.items())},
+            },
+            indent=2,
+        )
+
+    def as_table(self) -> str:
+        first = "WOULD REDRIVE" if self.dry_run else "REDRIVEN"
+        titles = ["ERROR CLASS", first, "OVER REDRIVE CAP", "FILTERED OUT", "ALREADY REDRIVEN"]
+        rows = [[name, *(str(counts[v]) for v in Verdict)] for name, counts in sorted(self.by_error_class.items())]
+        rows.append(["TOTAL", *(str(self.total(v)) for v in Verdict)])
+        widths = [max(len(row[i]) for row in [titles, *rows]) for i in range(len(titles))]
+        lines = [
+            "  ".join(cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row))
+            for row in [titles, *rows]
+        ]
+        if self.dry_run:
+            lines.append(f"dry run: nothing re-published, progress group {self.group} not moved; --execute to redrive")
+        else:
+            lines.append(f"progress group {self.group} at {dict(sorted(self.committed.items()))}")
+        return "\n".join(lines)
+
+
+class Progress:
+    """One ``\\r``-rewritten line on a terminal, a plain line every few seconds otherwise; on stderr."""
+
+    def __init__(self, total: int, stream: TextIO = sys.stderr) -> None:
+        self._total = total
+        self._stream = stream
+        self._tty = stream.isatty()
+        self._last_line_s = time.monotonic()
+
+    def update(self, examined: int, redriven: int) -> None:
+        line = f"examined {examined}/{self._total} dead letters, redriven {redriven}"
+        if self._tty:
+            print(f"\r{line}", end="", file=self._stream, flush=True)
+        elif time.monotonic() - self._last_line_s >= PLAIN_PROGRESS_EVERY_S:
+            print(line, file=self._stream, flush=True)
+            self._last_line_s = time.monotonic()
+
+    def close(self) -> None:
+        if self._tty:
+            print(file=self._stream, flush=True)
+
+
+class _Selection:
+    """Decides each dead letter's verdict: redriven already, filtered out, over the cap, or to redrive."""
+
+    def __init__(self, options: RedriveOptions, earlier: dict[tuple[int, int], MainPosition]) -> None:
+        self._filter = DeadLetterFilter(options.error_classes, options.image_ids, options.since, options.until)
+        self._max_redrives = options.max_redrives
+        self._earlier = earlier
+
+    def verdict(self, record: ConsumerRecord) -> Verdict:
+        if (record.partition, record.offset) in self._earlier:
+            return Verdict.ALREADY_REDRIVEN
+        if not self._filter.matches(record):
+            return Verdict.FILTERED_OUT
+        if redrive_count(record) >= self._max_redrives:
+            return Verdict.OVER_CAP
+        return Verdict.REDRIVE
+
+
+async def redrive(
+    settings: Settings,
+    options: RedriveOptions,
+    *,
+    progress_stream: TextIO = sys.stderr,
+    between_ack_and_commit: Hook | None = None,
+) -> Report:
+    """Redrive the selected dead letters (only count them unless ``options.execute``).
+
+    At most once, without transactions: aiokafka speaks the transaction APIs at v0 only, and the workers read
+    the main topic read-uncommitted, so copies from an aborted transaction would be processed anyway. Instead,
+    after each batch is acked the progress group commits the first offset not yet redriven, with metadata
+    saying from which main-topic offsets copies past it can be found (:mod:`scripts.dead_letter_reader`). A run
+    that dies between the ack and the commit (``between_ack_and_commit`` lets tests raise there) leaves copies
+    past the committed offset; the next run reads the main topic from the recorded offsets, finds them by their
+    ``redrive.*`` headers and skips their dead letters. Before publishing anything, a run commits that
+    metadata once, so even the first batch is covered.
+    """
+    group = options.progress_group(settings)
+    bootstrap = settings.kafka_bootstrap_servers
+    report = Report(dry_run=not options.execute, group=group)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group if options.execute else None, enable_auto_commit=False
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
+    await consumer.start()
+    try:
+        dlq_partitions = await partitions_of(bootstrap, settings.dlq_topic)
+        main_partitions = await partitions_of(bootstrap, settings.images_topic)
+        consumer.assign(dlq_partitions)  # never subscribe: the group stays Empty, so the broker takes our commits
+        committed = await committed_offsets(bootstrap, group, settings.dlq_topic)
+        beginning = await consumer.beginning_offsets(dlq_partitions)
+        end = await consumer.end_offsets(dlq_partitions)
+        start = {
+            tp: max(committed[tp.partition].offset if tp.partition in committed else 0, beginning[tp])
+            for tp in dlq_partitions
+        }
+        earlier = await earlier_redrives(
+            bootstrap, settings.images_topic, committed, start, group=group, dlq_topic=settings.dlq_topic
+        )
+        next_offset = {tp.partition: offset for tp, offset in start.items()}
+        blocked: set[int] = set()  # partitions whose committable prefix ended at a dead letter left in place
+
+        async def commit() -> None:
+            main_end = await consumer.end_offsets(main_partitions)
+            offsets = {}
+            for tp in dlq_partitions:
+                scan_from = {main.partition: offset for main, offset in main_end.items()}
+                for (partition, offset), copy in earlier.items():
+                    if partition == tp.partition and offset >= next_offset[partition]:
+                        scan_from[copy.partition] = min(scan_from.get(copy.partition, 0), copy.offset)
+                offsets[tp] = (next_offset[tp.partition], encode_scan_from(scan_from))
+            await consumer.commit(offsets)
+            report.committed = dict(next_offset)
+
+        if options.execute:
+            await producer.start()
+            await commit()  # covers the first batch: see the docstring
+        selection = _Selection(options, earlier)
+        progress = Progress(sum(max(0, end[tp] - start[tp]) for tp in dlq_partitions), progress_stream)
+        selected = 0
+        try:
+            async for batch in read_range(consumer, start, end, max_records=options.batch_size):
+                outgoing: list[ConsumerRecord] = []
+                for record in batch:
+                    if options.limit is not None and selected >= options.limit:
+                        break
+                    verdict = selection.verdict(record)
+                    report.count(error_class(record), verdict)
+                    if verdict is Verdict.REDRIVE:
+                        selected += 1
+                        outgoing.append(record)
+                    if verdict not in (Verdict.REDRIVE, Verdict.ALREADY_REDRIVEN):
+                        blocked.add(record.partition)
+                    elif record.partition not in blocked:
+                        next_offset[record.partition] = record.offset + 1
+                if options.execute:
+                    if outgoing:
+                        earlier.update(await _publish(producer, outgoing, settings, group))
+                        if between_ack_and_commit is not None:
+                            await between_ack_and_commit()
+                    await commit()
+                progress.update(report.examined, selected)
+                if options.limit is not None and selected >= options.limit:
+                    break
+        finally:
+            progress.close()
+        return report
+    finally:
+        await consumer.stop()
+        try:
+            async with asyncio.timeout(STOP_TIMEOUT_S):
+                await producer.stop()
+        except TimeoutError:
+            logger.warning("redrive producer did not stop within %s s", STOP_TIMEOUT_S)
+
+
+async def _publish(
+    producer: AIOKafkaProducer, records: list[ConsumerRecord], settings: Settings, group: str
+) -> dict[tuple[int, int], MainPosition]:
+    """Send ``records``' copies and wait for every ack; a failure leaves the batch uncommitted."""
+    async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+        acks = [
+            await producer.send(
+                settings.images_topic,
+                key=record.key,
+                value=record.value,
+                headers=copy_headers(record, group, settings.dlq_topic),
+            )
+            for record in records
+        ]
+        landed = await asyncio.gather(*acks)
+    for record, metadata in zip(records, landed, strict=True):
+        logger.info(
+            "redrove %s[%d]@%d (key=%r) to %s[%d]@%d",
+            record.topic,
+            record.partition,
+            record.offset,
+            record.key,
+            metadata.topic,
+            metadata.partition,
+            metadata.offset,
+        )
+    return {
+        (record.partition, record.offset): MainPosition(metadata.partition, metadata.offset)
+        for record, metadata in zip(records, landed, strict=True)
+    }
+
+
+def _aware_datetime(text: str) -> dt.datetime:
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from None
+    if parsed.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"give a time zone, e.g. {text}Z or {text}+02:00")
+    return parsed
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    return value
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the redrive options to ``parser`` and register :func:`run`."""
+    parser.add_argument("--execute", action="store_true", help="re-publish (default: dry run, only count)")
+    parser.add_argument(
+        "--error-class",
+        action="append",
+        default=[],
+        metavar="CLASS",
+        help="only dead letters whose dlq.error.class is CLASS, full (consumer.fetch.HttpClientError) or short "
+        "(HttpClientError); repeat for several",
+    )
+    parser.add_argument(
+        "--image-id", action="append", default=[], metavar="UUID", help="only this image (the record key); repeatable"
+    )
+    parser.add_argument(
+        "--since",
+        type=_aware_datetime,
+        metavar="TIME",
+        help="only dead letters that last failed at or after this ISO-8601 time with zone (dlq.last_failure_at; "
+        "the DLQ record's timestamp when that header is missing)",
+    )
+    parser.add_argument(
+        "--until", type=_aware_datetime, metavar="TIME", help="only dead letters that last failed before this time"
+    )
+    parser.add_argument("--limit", type=_positive_int, metavar="N", help="redrive at most N dead letters, then stop")
+    parser.add_argument(
+        "--max-redrives",
+        type=_positive_int,
+        default=3,
+        metavar="N",
+        help="dead letters whose redrive.count reached N are not redriven again: reported as over the redrive cap "
+        "(default 3)",
+    )
+    parser.add_argument("--group", help="progress group on the DLQ (default: CONSUMER_GROUP + '.redrive')")
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=500, metavar="N", help="dead letters per acked-then-committed batch"
+    )
+    parser.add_argument("--json", action="store_true", help="print the counts as JSON instead of a table")
+    parser.set_defaults(run=run)
+
+
+async def run(settings: Settings, args: argparse.Namespace) -> int:
+    """The ``image-replay redrive`` command: 0 done, 1 failed with a one-line message."""
+    options = RedriveOptions(
+        execute=args.execute,
+        error_classes=tuple(args.error_class),
+        image_ids=tuple(args.image_id),
+        since=args.since,
+        until=args.until,
+        limit=args.limit,
+        max_redrives=args.max_redrives,
+        group=args.group,
+        batch_size=args.batch_size,
+    )
+    try:
+        report = await redrive(settings, options)
+    except (KafkaError, TopicMissing, TimeoutError, OSError) as exc:
+        print(f"image-replay redrive: {type(exc).__name__}: {exc or 'no details'}", file=sys.stderr)
+        return 1
+    print(report.as_json() if args.json else report.as_table())
+    return 0
