@@ -27,6 +27,7 @@ def run(command: list[str], **env: str) -> subprocess.CompletedProcess[str]:
         ("image-api", ["--host", "--port", "KAFKA_BOOTSTRAP_SERVERS"]),
         ("image-worker", ["--concurrency", "--group", "--metrics-port", "SIGTERM"]),
         ("image-kafka", ["start", "stop", "fetch"]),
+        ("image-replay", ["reset", "redrive"]),
     ],
 )
 def test_help(command: str, expected: list[str]) -> None:
