@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
@@ -38,3 +39,20 @@ async def ensure_topics(settings: Settings, *, timeout_ms: int = 10_000) -> None
                 raise error(f"could not create topic {topic}")
     finally:
         await admin.close()
+
+
+class TopicMissing(LookupError):
+    """The broker does not know the topic (topics are never created on first use here)."""
+
+
+async def topic_partitions(bootstrap_servers: str, topic: str) -> list[TopicPartition]:
+    """The topic's partitions in order; raises :class:`TopicMissing` if the broker does not know the topic."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
+    await admin.start()
+    try:
+        [description] = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if description["error_code"] != 0 or not description["partitions"]:
+        raise TopicMissing(f"topic {topic!r} does not exist")
+    return sorted(TopicPartition(topic, partition["partition"]) for partition in description["partitions"])

@@ -22,6 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from consumer.dead_letters import HEADER_PREFIX as DLQ_PREFIX
+from core.topics import topic_partitions
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +37,6 @@ AT_HEADER = "redrive.at"
 METADATA_VERSION = 1
 FETCH_TIMEOUT_MS = 500
 COORDINATOR_WAIT_S = 15.0
-
-
-class TopicMissing(Exception):
-    """A topic the redrive reads does not exist (wrong settings, or nothing was ever dead-lettered)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,19 +147,6 @@ def copy_headers(record: ConsumerRecord, group: str, dlq_topic: str) -> list[tup
     ]
 
 
-async def partitions_of(bootstrap_servers: str, topic: str) -> list[TopicPartition]:
-    """The topic's partitions; raises :class:`TopicMissing` if the broker does not know the topic."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    await admin.start()
-    try:
-        [description] = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    if description["error_code"] != 0 or not description["partitions"]:
-        raise TopicMissing(f"topic {topic!r} does not exist")
-    return sorted(TopicPartition(topic, partition["partition"]) for partition in description["partitions"])
-
-
 async def committed_offsets(bootstrap_servers: str, group: str, topic: str) -> dict[int, Committed]:
     """The group's commits on ``topic``, by partition (none for partitions never committed)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
@@ -257,7 +241,7 @@ async def _copies_on(
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = await partitions_of(bootstrap_servers, main_topic)
+        partitions = await topic_partitions(bootstrap_servers, main_topic)
         consumer.assign(partitions)
         beginning = await consumer.beginning_offsets(partitions)
         end = await consumer.end_offsets(partitions)

@@ -34,16 +34,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import KafkaError
 
 from core.settings import Settings
+from core.topics import TopicMissing, topic_partitions
 from scripts.dead_letter_reader import (
     DeadLetterFilter,
     MainPosition,
-    TopicMissing,
     committed_offsets,
     copy_headers,
     earlier_redrives,
     encode_scan_from,
     error_class,
-    partitions_of,
     read_range,
     redrive_count,
 )
@@ -201,8 +200,8 @@ async def redrive(
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
     await consumer.start()
     try:
-        dlq_partitions = await partitions_of(bootstrap, settings.dlq_topic)
-        main_partitions = await partitions_of(bootstrap, settings.images_topic)
+        dlq_partitions = await topic_partitions(bootstrap, settings.dlq_topic)
+        main_partitions = await topic_partitions(bootstrap, settings.images_topic)
         consumer.assign(dlq_partitions)  # never subscribe: the group stays Empty, so the broker takes our commits
         committed = await committed_offsets(bootstrap, group, settings.dlq_topic)
         beginning = await consumer.beginning_offsets(dlq_partitions)

@@ -4,18 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
-
-async def topic_partitions(bootstrap_servers: str, topic: str) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    await admin.start()
-    try:
-        [description] = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    return sorted(TopicPartition(topic, partition["partition"]) for partition in description["partitions"])
+from core.topics import topic_partitions
 
 
 async def read_topic(bootstrap_servers: str, topic: str, *, timeout_s: float = 20.0) -> list[ConsumerRecord]:

@@ -17,9 +17,8 @@ from consumer.worker import Worker
 from core.blobs import BlobStore
 from core.jobs import JobStatus, JobStore, jobs_table, processed_events_table
 from core.settings import Settings
-from core.topics import ensure_topics
+from core.topics import ensure_topics, topic_partitions
 from schemas import FilterName, ImageProcessV1, UrlSource, encode_event, event_headers
-from tests.kafka_reads import topic_partitions
 
 Record = tuple[bytes | None, bytes | None]
 
