@@ -22,6 +22,20 @@ from tests.image_server import ImageServer, image_server
 os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="xdg-runtime-"))
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--long", action="store_true", help="run the reliability suite's long form (release checks)")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The reliability scenarios' figures, one line each, whatever pytest's capture mode."""
+    from tests.reliability.harness import FIGURES
+
+    if FIGURES:
+        terminalreporter.section("reliability figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with session_broker(tmp_path_factory.mktemp("kafka")) as bootstrap_servers:

@@ -1,4 +1,4 @@
-"""Real ``image-worker`` processes for tests that need signals, crashes and several group members."""
+"""Real ``image-worker`` and ``image-api`` processes for tests that need signals, crashes and several members."""
 
 from __future__ import annotations
 
@@ -20,12 +20,14 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-class WorkerProcess:
-    """One ``image-worker`` subprocess, its output in ``log_path``."""
+class ServiceProcess:
+    """One console-script subprocess reading ``settings`` from its environment, its output in ``log_path``."""
+
+    command = "image-worker"
 
     def __init__(self, settings: Settings, log_path: Path, *args: str) -> None:
-        executable = shutil.which("image-worker", path=str(Path(sys.executable).parent))
-        assert executable is not None, "image-worker is not installed in this environment"
+        executable = shutil.which(self.command, path=str(Path(sys.executable).parent))
+        assert executable is not None, f"{self.command} is not installed in this environment"
         self.log_path = log_path
         with log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -49,3 +51,19 @@ class WorkerProcess:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+class WorkerProcess(ServiceProcess):
+    """An ``image-worker``: one member of the settings' consumer group."""
+
+    command = "image-worker"
+
+
+class ApiProcess(ServiceProcess):
+    """An ``image-api`` on ``127.0.0.1:port``."""
+
+    command = "image-api"
+
+    def __init__(self, settings: Settings, log_path: Path, port: int) -> None:
+        super().__init__(settings, log_path, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning")
+        self.base_url = f"http://127.0.0.1:{port}"
