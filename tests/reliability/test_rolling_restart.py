@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 from core.settings import Settings
 from tests.image_server import ImageServer
+from tests.processes import WorkerProcess
 from tests.reliability.conftest import StartApi, StartWorker
 from tests.reliability.harness import Scale, count_figures, drain, post_jobs, record_figures, wait_until_ready
 from tests.worker_support import eventually
@@ -30,7 +32,7 @@ async def test_rolling_sigterm_restarts_lose_nothing_and_redo_nothing(
             workers[index].terminate()
             assert await asyncio.to_thread(workers[index].wait, STOP_BOUND_S) == 0, workers[index].log()
             workers[index] = start_worker(settings)
-            await eventually(lambda worker=workers[index]: _joined(worker.log()), what="the replacement joined")
+            await eventually(functools.partial(_joined, workers[index]), what="the replacement joined the group")
     result = await load
     drain_s = await drain(settings, result.accepted, timeout_s=scale.pick(120, 600))
 
@@ -43,5 +45,5 @@ async def test_rolling_sigterm_restarts_lose_nothing_and_redo_nothing(
     assert figures.done == events, line
 
 
-async def _joined(log: str) -> bool:
-    return "assigned ['" in log  # a non-empty assignment: the worker is a member and owns partitions
+async def _joined(worker: WorkerProcess) -> bool:
+    return "assigned ['" in worker.log()  # a non-empty assignment: the worker is a member and owns partitions
