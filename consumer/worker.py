@@ -107,6 +107,7 @@ class Worker:
         self._finished_since_commit = 0
         self._last_commit = time.monotonic()
         self._stopping = asyncio.Event()
+        self._release_lock = asyncio.Lock()
         self._slot_freed = asyncio.Event()
         # Resume fetching once an eighth of the slots are free, not at every single one: admitting records in
         # small batches keeps the pause/resume and poll overhead per record low when the worker is saturated.
@@ -317,11 +318,18 @@ class Worker:
             logger.warning("commit of %s failed: %r", {_describe(tp): o for tp, o in offsets.items()}, exc)
             return
         for partition, offset in offsets.items():
-            self._offsets[partition].committed = offset
+            tracker = self._offsets.get(partition)
+            if tracker is not None:  # a release may have forgotten it while the commit was in flight
+                tracker.committed = offset
         logger.debug("committed %s", {_describe(tp): o for tp, o in offsets.items()})
 
     async def _release(self, partitions: list[TopicPartition]) -> None:
         """Start nothing new on ``partitions``, let running records finish (bounded), commit, forget them."""
+        # Shutdown and a revocation can both release the same partitions at once: one at a time, and only once.
+        async with self._release_lock:
+            await self._release_owned([partition for partition in partitions if partition in self._offsets])
+
+    async def _release_owned(self, partitions: list[TopicPartition]) -> None:
         if not partitions:
             return
         for partition in partitions:

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text, select, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from core.database import create_engine
@@ -106,9 +107,20 @@ class JobStore:
         return cls(create_engine(database_url))
 
     async def create_schema(self) -> None:
-        """Create missing tables; existing ones are left as they are."""
-        async with self.engine.begin() as connection:
-            await connection.run_sync(metadata.create_all)
+        """Create missing tables; existing ones are left as they are.
+
+        The API and every worker call this at start-up, possibly at the same moment: create_all checks, then
+        creates, so a process that loses the race sees "already exists". The second pass finds the tables.
+        """
+        for attempt in (1, 2):
+            try:
+                async with self.engine.begin() as connection:
+                    await connection.run_sync(metadata.create_all)
+            except DBAPIError:
+                if attempt == 2:
+                    raise
+            else:
+                return
 
     async def close(self) -> None:
         await self.engine.dispose()
