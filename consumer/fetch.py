@@ -3,7 +3,8 @@
 The rules are OWASP's: only http and https; the host is resolved once and **every** address it resolves to must
 be public; the request then goes to the address that was checked (the URL's host becomes the ``Host`` header and,
 for https, the TLS SNI name that the certificate is verified against), so a second DNS answer cannot swap in a
-private address (DNS rebinding). Redirects are followed here, not by httpx, and each hop is checked again.
+private address (DNS rebinding). Redirects are followed here, not by httpx, and each hop is checked again. What
+counts as public is ``core.addresses``, the one policy the API also applies to literal IP addresses.
 
 httpx's timeouts apply per network operation, so a server trickling one byte at a time is never cut off by them:
 the whole download runs under one ``asyncio.timeout`` and the byte limit is counted while streaming, never taken
@@ -22,46 +23,13 @@ from typing import Final
 import httpx
 
 from consumer.errors import PermanentError, TransientError
+from core.addresses import IPAddress
+from core.addresses import is_public_address as is_public_address  # re-exported: the workers' policy
 from core.settings import Settings
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 MAX_REDIRECTS: Final = 5
 _REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
-
-# Not reachable from, or not meant for, the public internet. `is_global` alone misses some (100.64/10 is
-# neither private nor global), so the list is explicit and `is_global` is an extra check on top.
-_DENIED_NETWORKS: Final = tuple(
-    ipaddress.ip_network(network)
-    for network in (
-        "0.0.0.0/8",
-        "10.0.0.0/8",
-        "100.64.0.0/10",
-        "127.0.0.0/8",
-        "169.254.0.0/16",
-        "172.16.0.0/12",
-        "192.0.0.0/24",
-        "192.0.2.0/24",
-        "192.88.99.0/24",
-        "192.168.0.0/16",
-        "198.18.0.0/15",
-        "198.51.100.0/24",
-        "203.0.113.0/24",
-        "224.0.0.0/4",
-        "240.0.0.0/4",
-        "::/128",
-        "::1/128",
-        "::/96",
-        "100::/64",
-        "2001:db8::/32",
-        "fc00::/7",
-        "fe80::/10",
-        "fec0::/10",
-        "ff00::/8",
-    )
-)
-_NAT64: Final = ipaddress.IPv6Network("64:ff9b::/96")
 
 
 class InvalidUrl(PermanentError):
@@ -109,31 +77,6 @@ async def system_resolver(host: str, port: int) -> Sequence[str]:
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     return [str(info[4][0]) for info in infos]
-
-
-def is_public_address(address: IPAddress) -> bool:
-    """Whether ``address`` is a public unicast address; embedded IPv4 (mapped, 6to4, Teredo, NAT64) is checked."""
-    if isinstance(address, ipaddress.IPv6Address):
-        embedded = _embedded_ipv4(address)
-        if embedded is not None and not is_public_address(embedded):
-            return False
-        if address.ipv4_mapped is not None:
-            return True  # the mapped address is all that matters, and it is public
-    if any(address in network for network in _DENIED_NETWORKS):
-        return False
-    return address.is_global and not (address.is_multicast or address.is_reserved or address.is_unspecified)
-
-
-def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    if address.sixtofour is not None:
-        return address.sixtofour
-    if address.teredo is not None:
-        return address.teredo[1]
-    if address in _NAT64:
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    return None
 
 
 def display_url(url: str) -> str:

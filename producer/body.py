@@ -16,12 +16,14 @@ from starlette.datastructures import UploadFile
 from starlette.types import Message
 
 from core.imaging import UnsupportedImage, open_image
+from producer.deps import get_services
 from producer.intake import Upload
-from producer.models import ImageJobRequest
+from producer.models import ALLOW_PRIVATE_URLS_CONTEXT, ImageJobRequest
 from schemas import FilterName
 
 MAX_JSON_BYTES = 16 * 1024
 MULTIPART_OVERHEAD_BYTES = 16 * 1024
+MULTIPART_FIELDS = frozenset({"file", "filter"})
 
 
 class UnsupportedMediaType(Exception):
@@ -54,7 +56,8 @@ async def _read_json(request: Request) -> tuple[str, FilterName]:
     except _BodyTooLarge:
         reject("", f"JSON body is larger than {MAX_JSON_BYTES} bytes", "too_large")
     try:
-        job = ImageJobRequest.model_validate_json(body)
+        allow_private = get_services(request).settings.allow_private_urls
+        job = ImageJobRequest.model_validate_json(body, context={ALLOW_PRIVATE_URLS_CONTEXT: allow_private})
     except ValidationError as exc:
         raise RequestValidationError(
             [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_input=False)]
@@ -77,6 +80,9 @@ async def _read_multipart(request: Request, max_upload_bytes: int) -> tuple[Uplo
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             reject("file", "Field required: send the image as a file part named 'file'", "missing")
+        for name in form:
+            if name not in MULTIPART_FIELDS:
+                reject(name, "Extra inputs are not permitted", "extra_forbidden")
         data = await upload.read(max_upload_bytes + 1)
     finally:
         await form.close()

@@ -63,15 +63,53 @@ _SUBMIT_BODY: dict[str, Any] = {
 }
 
 
+_RETRY_AFTER: dict[str, Any] = {
+    "Retry-After": {"description": "Seconds to wait before retrying.", "required": True, "schema": {"type": "integer"}}
+}
+_STORE_UNAVAILABLE: dict[str, Any] = {
+    "model": Problem,
+    "description": "The job store is unavailable; retry after Retry-After.",
+    "headers": _RETRY_AFTER,
+}
+_ACCEPTED: dict[str, Any] = {
+    "model": JobAccepted,
+    "description": "The job is in the event log; poll `status_url`.",
+    "headers": {
+        "Location": {"description": "The job's status URL.", "required": True, "schema": {"type": "string"}},
+        "Idempotent-Replayed": {
+            "description": "Present on a retry with the same Idempotency-Key: the job it names already existed.",
+            "schema": {"type": "string", "enum": ["true"]},
+        },
+    },
+    # What a client does next with the id (OpenAPI links; API test tools follow them too).
+    "links": {
+        "GetStatus": {
+            "operationRef": "#/paths/~1images~1{image_id}/get",
+            "parameters": {"image_id": "$response.body#/id"},
+        },
+        "GetResult": {
+            "operationRef": "#/paths/~1images~1{image_id}~1result/get",
+            "parameters": {"image_id": "$response.body#/id"},
+        },
+    },
+}
+
+
 @router.post(
     "",
     status_code=202,
     summary="Submit an image job",
     openapi_extra=_SUBMIT_BODY,
     responses={
+        202: _ACCEPTED,
         409: {"model": Problem, "description": "The Idempotency-Key was already used for a different request."},
         415: {"model": Problem, "description": "The body is neither JSON nor multipart/form-data."},
-        503: {"model": Problem, "description": "The event log did not ack in time; retry after Retry-After."},
+        503: {
+            "model": Problem,
+            "description": "The event log did not ack in time, or the job store is unavailable; retry after "
+            "Retry-After.",
+            "headers": _RETRY_AFTER,
+        },
     },
 )
 async def submit_image(
@@ -117,7 +155,7 @@ async def submit_image(
     return JSONResponse(body.model_dump(mode="json"), status_code=202, headers=headers)
 
 
-@router.get("/{image_id}", responses={404: {"model": Problem}}, summary="Read a job's status")
+@router.get("/{image_id}", responses={404: {"model": Problem}, 503: _STORE_UNAVAILABLE}, summary="Read a job's status")
 async def read_status(image_id: UUID, services: ServicesDep) -> JobView:
     job = await services.jobs.get(str(image_id))
     if job is None:
@@ -133,6 +171,7 @@ async def read_status(image_id: UUID, services: ServicesDep) -> JobView:
         200: {"content": {"image/png": {}}, "description": "The processed image."},
         404: {"model": Problem},
         409: {"model": Problem, "description": "The job is not done (yet)."},
+        503: _STORE_UNAVAILABLE,
     },
 )
 async def read_result(image_id: UUID, services: ServicesDep) -> Any:

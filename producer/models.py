@@ -6,15 +6,24 @@ import datetime as dt
 from typing import Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from core.addresses import literal_ip_blocked
 from core.jobs import JobStatus
 from schemas import FilterName
 from schemas.events import ImageUrl
 
+ALLOW_PRIVATE_URLS_CONTEXT = "allow_private_urls"
+"""Validation context key: true lets :class:`ImageJobRequest` accept URLs of non-public literal IP addresses."""
+
 
 class ImageJobRequest(BaseModel):
-    """Apply ``filter`` to the image at ``url`` (the original specification's contract)."""
+    """Apply ``filter`` to the image at ``url`` (the original specification's contract).
+
+    A URL whose host is a literal IP address that is not public (loopback, private, link-local, ...) is refused
+    here, unless the validation context sets ``allow_private_urls`` (the API passes its ``ALLOW_PRIVATE_URLS``).
+    Host names are left to the workers, which resolve them and check every address (``core.addresses``).
+    """
 
     model_config = ConfigDict(
         extra="forbid", json_schema_extra={"examples": [{"url": "https://example.com/cat.jpg", "filter": "grayscale"}]}
@@ -22,6 +31,17 @@ class ImageJobRequest(BaseModel):
 
     url: ImageUrl
     filter: FilterName
+
+    @field_validator("url")
+    @classmethod
+    def _public_literal_address(cls, url: ImageUrl, info: ValidationInfo) -> ImageUrl:
+        context = info.context if isinstance(info.context, dict) else {}
+        if not context.get(ALLOW_PRIVATE_URLS_CONTEXT) and url.host is not None and literal_ip_blocked(url.host):
+            raise ValueError(
+                "URL host is a non-public IP address (loopback, private, link-local, shared or reserved); "
+                "only public addresses are fetched"
+            )
+        return url
 
 
 class JobAccepted(BaseModel):

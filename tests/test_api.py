@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import io
+import ipaddress
 import random
 import uuid
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from PIL import Image
 from sqlalchemy import update
 
+from core.addresses import literal_ip, literal_ip_blocked
 from core.blobs import BlobStore
 from core.jobs import JobStatus, JobStore, jobs_table
 from core.settings import Settings
@@ -203,6 +205,88 @@ async def test_bad_idempotency_key_gets_422(api: httpx.AsyncClient) -> None:
     assert response.json()["detail"][0]["loc"] == ["header", "idempotency-key"]
 
 
+NON_PUBLIC_LITERAL_URLS = [
+    "http://127.0.0.1/a.png",
+    "http://127.0.0.1:8080/a.png",
+    "http://[::1]/a.png",
+    "http://0.0.0.0/a.png",
+    "http://10.1.2.3/a.png",
+    "http://172.16.0.9/a.png",
+    "http://192.168.0.1/a.png",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://100.64.0.1/a.png",
+    "http://[fc00::1]/a.png",
+    "http://[fd00:ec2::254]/a.png",
+    "http://[fe80::1]/a.png",
+    "http://[::ffff:127.0.0.1]/a.png",
+    "http://[::ffff:169.254.169.254]/a.png",
+    "http://2130706433/a.png",
+    "http://0x7f000001/a.png",
+    "http://0177.0.0.1/a.png",
+    "http://127.1/a.png",
+    "https://169.254.169.254./a.png",
+]
+
+
+@pytest.mark.parametrize("url", NON_PUBLIC_LITERAL_URLS)
+async def test_literal_non_public_ip_url_gets_422_naming_url(
+    api: httpx.AsyncClient, settings: Settings, url: str
+) -> None:
+    """The API can judge a literal IP address without DNS, so it refuses it instead of queueing a doomed job."""
+    assert settings.allow_private_urls is False
+    response = await api.post("/images", json={"url": url, "filter": "blur"})
+
+    assert response.status_code == 422, response.text
+    [error] = response.json()["detail"]
+    assert error["loc"] == ["body", "url"]
+    assert "non-public IP address" in error["msg"]
+    assert "input" not in error, "the input is never echoed back"
+    assert await read_topic(settings.kafka_bootstrap_servers, settings.images_topic) == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://example.com/a.png", "http://93.184.216.34/a.png", "http://[2606:4700::1111]/a.png", "http://localhost/"],
+    ids=["public-name", "public-ipv4", "public-ipv6", "host-name-left-to-the-worker"],
+)
+async def test_public_addresses_and_host_names_are_accepted(api: httpx.AsyncClient, url: str) -> None:
+    """Host names need DNS, which the API does not do at accept time: the worker resolves and checks them."""
+    assert (await api.post("/images", json={"url": url, "filter": "blur"})).status_code == 202
+
+
+async def test_allow_private_urls_lets_literal_private_ips_through(kafka_bootstrap: str, tmp_path: Path) -> None:
+    settings = make_settings(kafka_bootstrap, tmp_path, allow_private_urls=True)
+    async with api_client(settings) as api:
+        for url in ("http://127.0.0.1:8080/a.png", "http://[::1]/a.png", "http://10.0.0.1/a.png"):
+            assert (await api.post("/images", json={"url": url, "filter": "blur"})).status_code == 202, url
+    assert len(await read_topic(settings.kafka_bootstrap_servers, settings.images_topic)) == 3
+
+
+@pytest.mark.parametrize(
+    ("host", "address"),
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("[::1]", "::1"),
+        ("::ffff:7f00:1", "::ffff:7f00:1"),
+        ("2130706433", "127.0.0.1"),
+        ("0x7f000001", "127.0.0.1"),
+        ("0177.0.0.1", "127.0.0.1"),
+        ("127.1", "127.0.0.1"),
+        ("0x7f.1", "127.0.0.1"),
+        ("10.0.0.1.", "10.0.0.1"),
+        ("example.com", None),
+        ("localhost", None),
+        ("cafe.be", None),
+        ("1.2.3.4.5", None),
+        ("999.1.1.1", None),
+    ],
+)
+def test_literal_ip_reads_every_spelling_without_dns(host: str, address: str | None) -> None:
+    expected = None if address is None else ipaddress.ip_address(address)
+    assert literal_ip(host) == expected
+    assert literal_ip_blocked(host) is (expected is not None)
+
+
 async def test_unknown_and_malformed_ids(api: httpx.AsyncClient) -> None:
     unknown = uuid.uuid4()
     assert (await api.get(f"/images/{unknown}")).status_code == 404
@@ -300,3 +384,32 @@ async def test_database_outage_is_503_and_an_acked_job_is_still_accepted(setting
     assert ready.json()["database"].startswith("unavailable")
     records = await read_topic(settings.kafka_bootstrap_servers, settings.images_topic)
     assert [record.key.decode() for record in records] == [accepted.json()["id"]]
+
+
+# Found by the schema fuzz (tests/reliability/test_api_fuzz.py): the upload's schema forbids other form fields
+# (additionalProperties: false), as the JSON body does, and README promises 422 for an unknown field.
+async def test_upload_with_an_unknown_field_gets_422_naming_it(api: httpx.AsyncClient, settings: Settings) -> None:
+    response = await api.post(
+        "/images", files={"file": ("a.png", png_bytes(), "image/png")}, data={"filter": "blur", "size": "3"}
+    )
+
+    assert response.status_code == 422, response.text
+    assert [error["loc"] for error in response.json()["detail"]] == [["body", "size"]]
+    assert await read_topic(settings.kafka_bootstrap_servers, settings.images_topic) == []
+
+
+# Found by the schema fuzz: the 202 was documented as `{}`, so nothing checked the body, the Location header or
+# the Retry-After of a 503 against the schema; the routes also answer 503 when the job store is unavailable.
+async def test_openapi_documents_the_accepted_job_its_links_and_every_503(api: httpx.AsyncClient) -> None:
+    paths = (await api.get("/openapi.json")).json()["paths"]
+    accepted = paths["/images"]["post"]["responses"]["202"]
+    assert accepted["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/JobAccepted"}
+    assert accepted["headers"]["Location"]["required"] is True
+    links = {name: link["operationRef"] for name, link in accepted["links"].items()}
+    assert links == {
+        "GetStatus": "#/paths/~1images~1{image_id}/get",
+        "GetResult": "#/paths/~1images~1{image_id}~1result/get",
+    }
+    for path in ("/images", "/images/{image_id}", "/images/{image_id}/result"):
+        [operation] = paths[path].values()
+        assert operation["responses"]["503"]["headers"]["Retry-After"]["required"] is True, path
