@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
+import re
 import socket
 import time
 from collections import Counter
@@ -19,6 +20,7 @@ from collections.abc import Iterable
 
 import httpx
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 
 from core.jobs import JobStatus, JobStore, jobs_table, processed_events_table
 from core.settings import Settings
@@ -181,19 +183,23 @@ async def drain(settings: Settings, accepted_ids: Iterable[str], *, timeout_s: f
     """Wait until every accepted job is done or failed; return how long that took."""
     wanted = set(accepted_ids)
     started = time.monotonic()
+    finished: set[str] = set()
     jobs = JobStore.from_url(settings.database_url)
     try:
         async with asyncio.timeout(timeout_s):
             while True:
-                async with jobs.engine.connect() as connection:
-                    finished = {
-                        image_id
-                        for (image_id,) in await connection.execute(
-                            select(jobs_table.c.image_id).where(
-                                jobs_table.c.status.in_([JobStatus.DONE.value, JobStatus.FAILED.value])
+                try:
+                    async with jobs.engine.connect() as connection:
+                        finished = {
+                            image_id
+                            for (image_id,) in await connection.execute(
+                                select(jobs_table.c.image_id).where(
+                                    jobs_table.c.status.in_([JobStatus.DONE.value, JobStatus.FAILED.value])
+                                )
                             )
-                        )
-                    }
+                        }
+                except DBAPIError:  # no process has created the tables yet: nothing is finished
+                    finished = set()
                 if wanted <= finished:
                     return time.monotonic() - started
                 await asyncio.sleep(0.2)
@@ -203,3 +209,65 @@ async def drain(settings: Settings, accepted_ids: Iterable[str], *, timeout_s: f
         ) from None
     finally:
         await jobs.close()
+
+
+# --- Worker logs: partition ownership and commits (scenarios 1 and 5) ---------------------------------------------
+#
+# A worker logs "assigned [...]" after each rebalance and "revoked [...]" when a rebalance starts (its drain and
+# final commit run after that line, while it still owns the partitions: the eager protocol revokes before
+# rejoining). At debug level it logs "committed {...}" after each commit the broker accepted; it always logs
+# "commit of {...} failed: <error>", and aiokafka logs the broker's error code first ("OffsetCommit failed for
+# group ... due to group error (...)"). Partitions appear as 'topic[N]'.
+
+_PARTITION_RE = re.compile(r"\[(\d+)\]'")
+_BROKER_GROUP_ERRORS = ("RebalanceInProgressError", "IllegalGenerationError", "UnknownMemberIdError")
+
+
+def _partitions(text: str) -> frozenset[int]:
+    return frozenset(int(number) for number in _PARTITION_RE.findall(text))
+
+
+def owned_partitions(log: str) -> frozenset[int] | None:
+    """The partitions a worker owns according to its log: its last assignment, ``None`` while revoked or before."""
+    owned: frozenset[int] | None = None
+    for line in log.splitlines():
+        if "consumer.worker: assigned [" in line:
+            owned = _partitions(line)
+        elif "consumer.worker: revoked [" in line:
+            owned = None
+    return owned
+
+
+def commit_ownership_problems(log: str) -> list[str]:
+    """Every commit in one worker's log that breaks the ownership rules; ``[]`` when none does.
+
+    Checked, reading the log in order: (1) each commit, accepted ("committed {...}") or failed ("commit of {...}
+    failed"), names only partitions of the worker's current assignment (the last "assigned" line; a revoked
+    partition stays owned until the next assignment, as its drain commits inside the revocation); (2) a revocation
+    names only owned partitions; (3) a failed commit failed with ``CommitFailedError`` (not ``IllegalStateError``,
+    aiokafka's refusal to commit an unassigned partition, nor any other error), and the broker's answer logged just
+    before it is one of the group errors (rebalance in progress, illegal generation, unknown member).
+    """
+    problems: list[str] = []
+    owned: frozenset[int] = frozenset()
+    broker_error: str | None = None
+    for number, line in enumerate(log.splitlines(), start=1):
+        if "consumer.worker: assigned [" in line:
+            owned = _partitions(line)
+        elif "consumer.worker: revoked [" in line:
+            if not _partitions(line) <= owned:
+                problems.append(f"line {number}: revoked what it did not own ({sorted(owned)}): {line}")
+        elif "OffsetCommit failed for group" in line:
+            broker_error = line
+        elif "consumer.worker: committed {" in line or "consumer.worker: commit of {" in line:
+            committed = _partitions(line.split(" failed: ")[0])
+            if not committed or not committed <= owned:
+                problems.append(f"line {number}: commit outside the assignment {sorted(owned)}: {line}")
+            if " failed: " in line:
+                error = line.split(" failed: ", 1)[1]
+                if not error.startswith("CommitFailedError("):
+                    problems.append(f"line {number}: commit failed with an unexpected error: {line}")
+                elif broker_error is None or not any(name in broker_error for name in _BROKER_GROUP_ERRORS):
+                    problems.append(f"line {number}: commit failed without a broker group error before it: {line}")
+            broker_error = None
+    return problems

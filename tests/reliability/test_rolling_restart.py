@@ -23,6 +23,8 @@ async def test_rolling_sigterm_restarts_lose_nothing_and_redo_nothing(
     api = start_api(settings)
     workers = [start_worker(settings) for _ in range(WORKERS)]
     await wait_until_ready(api.base_url)
+    for worker in workers:  # a rolling restart starts from members that are up, as an orchestrator would
+        await eventually(functools.partial(_joined, worker), what="the first workers joined the group")
     events, rounds = scale.pick(300, 3000), scale.pick(2, 5)
     urls = [images.url(f"/img/{seed}.png?delay=0.05") for seed in range(events)]
     load = asyncio.create_task(post_jobs(api.base_url, urls, rate_per_s=scale.pick(40, 100)))
