@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaProducer
@@ -55,6 +56,7 @@ class EventPublisher:
         self._producer: AIOKafkaProducer | None = None
         self._connecting = asyncio.Lock()
         self._closing: set[asyncio.Task[None]] = set()
+        self._cooling_until = 0.0
 
     async def start(self) -> None:
         """Try to connect now so the first request is fast; a missing broker is only logged."""
@@ -72,6 +74,7 @@ class EventPublisher:
         self, topic: str, *, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]] = ()
     ) -> RecordMetadata:
         """Append one record and return where it landed once the broker acked it."""
+        self._refuse_while_cooling_down()
         try:
             async with asyncio.timeout(self._settings.send_timeout_s):
                 producer = await self._connected_producer()
@@ -79,15 +82,30 @@ class EventPublisher:
                 metadata: RecordMetadata = await ack
                 return metadata
         except TimeoutError as exc:
+            self._cool_down()
             raise BrokerUnavailable(f"no ack from Kafka within {self._settings.send_timeout_s} s") from exc
         except (KafkaError, OSError) as exc:
-            if isinstance(exc, KafkaError) and not exc.retriable:
-                # A fatal producer error (e.g. a lost producer id) does not heal: start afresh.
-                self._drop_producer()
+            self._cool_down()
             raise BrokerUnavailable(f"Kafka refused the event: {exc!r}") from exc
+
+    def _cool_down(self) -> None:
+        """After a failed publish, drop the producer and answer 503 at once for ``RETRY_AFTER_S``.
+
+        Left running against an absent broker, aiokafka's sender retries its metadata request in a tight loop
+        (hundreds of attempts a second), starving the API; and its unsent batch could still reach Kafka after
+        the client was told 503. A fresh producer is made on the first publish after the pause.
+        """
+        self._cooling_until = time.monotonic() + self._settings.retry_after_s
+        self._drop_producer()
+
+    def _refuse_while_cooling_down(self) -> None:
+        remaining_s = self._cooling_until - time.monotonic()
+        if remaining_s > 0:
+            raise BrokerUnavailable(f"Kafka failed moments ago; trying again in {remaining_s:.1f} s")
 
     async def check(self) -> None:
         """Raise unless the broker answers a metadata request that lists the main topic."""
+        self._refuse_while_cooling_down()
         try:
             async with asyncio.timeout(self._settings.send_timeout_s):
                 producer = await self._connected_producer()
