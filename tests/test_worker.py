@@ -10,8 +10,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from PIL import Image
 
 from consumer.probes import serve_probes
@@ -22,10 +20,12 @@ from tests.conftest import make_settings
 from tests.image_server import ImageServer, sample_png
 from tests.kafka_reads import read_topic
 from tests.worker_support import (
+    alter_topic_configs,
     as_record,
     committed_and_end_offsets,
     count_jobs,
     count_processed,
+    create_topic_with_configs,
     eventually,
     offsets_all_committed,
     produce,
@@ -165,7 +165,9 @@ async def test_failed_dead_letter_write_keeps_the_record_uncommitted_until_it_su
     """If the DLQ refuses the record, its offset is not committed and the write is retried; once the DLQ accepts
     it, exactly one dead letter appears."""
     settings = worker_settings.model_copy(update={"topic_partitions": 1})
-    await _create_topic(settings, settings.dlq_topic, {"max.message.bytes": "200"})  # smaller than any dead letter
+    await create_topic_with_configs(
+        settings, settings.dlq_topic, {"max.message.bytes": "200"}
+    )  # smaller than any dead letter
     poison = (b"poison", b"not an event")
     good = [url_event(images.url(f"/img/{seed}.png"), "invert") for seed in range(3)]
     await produce(settings, [as_record(good[0]), poison, *map(as_record, good[1:])])
@@ -177,7 +179,7 @@ async def test_failed_dead_letter_write_keeps_the_record_uncommitted_until_it_su
         assert committed.get(0, 0) <= 1, "nothing at or after the undelivered dead letter is committed"
         assert await read_topic(settings.kafka_bootstrap_servers, settings.dlq_topic) == []
 
-        await _alter_topic(settings, settings.dlq_topic, {"max.message.bytes": "1048588"})
+        await alter_topic_configs(settings, settings.dlq_topic, {"max.message.bytes": "1048588"})
         await eventually(lambda: offsets_all_committed(settings), what="offsets committed after the DLQ fix")
         await jobs.close()
 
@@ -208,25 +210,6 @@ def _free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-async def _create_topic(settings: Settings, name: str, configs: dict[str, str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        response = await admin.create_topics([NewTopic(name, 1, 1, topic_configs=configs)])
-        assert all(error_code == 0 for _, error_code, *_ in response.topic_errors)
-    finally:
-        await admin.close()
-
-
-async def _alter_topic(settings: Settings, name: str, configs: dict[str, str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, configs=configs)])
-    finally:
-        await admin.close()
 
 
 async def test_job_outliving_the_drain_is_cancelled_uncommitted_and_redone(

@@ -9,7 +9,9 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 from sqlalchemy import func, select
 
 from consumer.handler import JobHandler
@@ -95,7 +97,10 @@ async def committed_and_end_offsets(settings: Settings) -> tuple[dict[int, int],
 
 
 async def offsets_all_committed(settings: Settings) -> bool:
-    committed, end = await committed_and_end_offsets(settings)
+    try:
+        committed, end = await committed_and_end_offsets(settings)
+    except GroupCoordinatorNotAvailableError:
+        return False  # a fresh broker has no offsets topic until the first group needs it: not yet
     return all(committed.get(partition) == offset for partition, offset in end.items())
 
 
@@ -119,3 +124,24 @@ async def running_worker(settings: Settings) -> AsyncIterator[Worker]:
 
 def partitions_of(settings: Settings) -> list[TopicPartition]:
     return [TopicPartition(settings.images_topic, p) for p in range(settings.topic_partitions)]
+
+
+async def create_topic_with_configs(settings: Settings, name: str, configs: dict[str, str]) -> None:
+    """Create ``name`` with the settings' partitions and replication and the given topic configs."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        topic = NewTopic(name, settings.topic_partitions, settings.topic_replication_factor, topic_configs=configs)
+        response = await admin.create_topics([topic])
+        assert all(error_code == 0 for _, error_code, *_ in response.topic_errors), response.topic_errors
+    finally:
+        await admin.close()
+
+
+async def alter_topic_configs(settings: Settings, name: str, configs: dict[str, str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, configs=configs)])
+    finally:
+        await admin.close()

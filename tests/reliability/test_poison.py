@@ -20,8 +20,6 @@ import uuid
 
 import httpx
 from aiokafka import ConsumerRecord
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
 from core.settings import Settings
@@ -34,8 +32,10 @@ from tests.reliability.harness import Scale, count_figures, drain, post_jobs, re
 from tests.reliability.hostile import create_job_schema, dead_letters, headers_of, missing_metadata
 from tests.worker_support import (
     Record,
+    alter_topic_configs,
     as_record,
     committed_and_end_offsets,
+    create_topic_with_configs,
     eventually,
     offsets_all_committed,
     produce,
@@ -179,7 +179,9 @@ async def test_poison_stays_uncommitted_while_the_dlq_refuses_it(
     reliability_settings: Settings, images: ImageServer, start_worker: StartWorker, scale: Scale
 ) -> None:
     settings = reliability_settings.model_copy(update={"topic_partitions": 1})  # one partition: one commit position
-    await _create_topic(settings, settings.dlq_topic, {"max.message.bytes": "200"})  # smaller than any dead letter
+    await create_topic_with_configs(
+        settings, settings.dlq_topic, {"max.message.bytes": "200"}
+    )  # smaller than any dead letter
     good = [url_event(images.url(f"/img/{seed}.png"), "invert") for seed in range(scale.pick(40, 400))]
     poison: Record = (b"poison-" + uuid.uuid4().hex.encode(), b"\x00 not an event")
     half = len(good) // 2
@@ -209,7 +211,7 @@ async def test_poison_stays_uncommitted_while_the_dlq_refuses_it(
     assert worker.process.poll() is None, worker.log()
 
     fixed_at = asyncio.get_running_loop().time()
-    await _alter_topic(settings, settings.dlq_topic, {"max.message.bytes": "1048588"})
+    await alter_topic_configs(settings, settings.dlq_topic, {"max.message.bytes": "1048588"})
     await eventually(lambda: offsets_all_committed(settings), timeout_s=60, what="offsets committed after the fix")
     recovery_s = asyncio.get_running_loop().time() - fixed_at
 
@@ -239,23 +241,3 @@ async def _committed_exactly(settings: Settings, offset: int) -> bool:
 
 async def _refusals(log: str, count: int) -> bool:
     return log.count("could not dead-letter") >= count
-
-
-async def _create_topic(settings: Settings, name: str, configs: dict[str, str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        topic = NewTopic(name, settings.topic_partitions, settings.topic_replication_factor, topic_configs=configs)
-        response = await admin.create_topics([topic])
-        assert all(error_code == 0 for _, error_code, *_ in response.topic_errors), response.topic_errors
-    finally:
-        await admin.close()
-
-
-async def _alter_topic(settings: Settings, name: str, configs: dict[str, str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, configs=configs)])
-    finally:
-        await admin.close()
