@@ -6,8 +6,9 @@ transaction that marks the job done, and an event whose row exists is skipped wi
 before that transaction may run twice and is made harmless: the result key is deterministic, so a re-run
 overwrites the same file with the same bytes.
 
-Failures are raised as :class:`TransientError` (retry) or :class:`PermanentError` (dead-letter); the engine picks
-between them without looking at messages.
+Failures are raised as :class:`TransientError` (retry), :class:`DependencyUnavailable` (retry until the database
+or blob store answers) or :class:`PermanentError` (dead-letter); the engine picks between them without looking
+at messages.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import aiokafka
 import sqlalchemy.exc
 from PIL import Image, ImageOps
 
-from consumer.errors import PermanentError, TransientError
+from consumer.errors import DependencyUnavailable, PermanentError
 from consumer.fetch import ImageFetcher
 from consumer.filters import apply_filter
 from core.blobs import BlobStore
@@ -90,7 +91,7 @@ class JobHandler:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def handle(self, record: aiokafka.ConsumerRecord, attempt: int) -> Outcome:
-        """Process ``record`` (``attempt`` counts from 1); raises TransientError or PermanentError on failure."""
+        """Process ``record`` (``attempt`` counts from 1); raises a JobError subclass on failure."""
         event = _decode(record)
         event_id = str(event.event_id)
         if await _database(self._jobs.is_processed(event_id)):
@@ -117,7 +118,7 @@ class JobHandler:
         try:
             await self._blobs.put(result_key, png)
         except OSError as exc:
-            raise TransientError(f"cannot store result {result_key}: {exc}") from exc
+            raise DependencyUnavailable(f"cannot store result {result_key}: {exc}") from exc
 
         finished_at = utc_now()
         done = dataclasses.replace(
@@ -142,7 +143,7 @@ class JobHandler:
         """Mark the record's job failed after the engine dead-lettered it; no processed-id row, so a redrive runs.
 
         A value that does not decode names no job: it is only logged. Database errors propagate (as
-        :class:`TransientError` when they may pass), so the engine can decide whether to try again.
+        :class:`DependencyUnavailable` when they may pass), so the engine can decide whether to try again.
         """
         try:
             event = decode_event(record.value)
@@ -170,7 +171,7 @@ class JobHandler:
         except (FileNotFoundError, IsADirectoryError, ValueError) as exc:
             raise PermanentError(f"uploaded image {source.key} is missing from the blob store") from exc
         except OSError as exc:
-            raise TransientError(f"cannot read uploaded image {source.key}: {exc}") from exc
+            raise DependencyUnavailable(f"cannot read uploaded image {source.key}: {exc}") from exc
         digest = hashlib.sha256(data).hexdigest()
         if digest != source.sha256:
             raise PermanentError(
@@ -232,12 +233,12 @@ def is_transient_database_error(error: BaseException) -> bool:
 
 
 async def _database(operation: Awaitable[T]) -> T:
-    """Await a JobStore call, turning database errors that may pass into :class:`TransientError`."""
+    """Await a JobStore call, turning database errors that may pass into :class:`DependencyUnavailable`."""
     try:
         return await operation
     except Exception as exc:
         if is_transient_database_error(exc):
-            raise TransientError(f"database unavailable: {describe_error(exc)}") from exc
+            raise DependencyUnavailable(f"database unavailable: {describe_error(exc)}") from exc
         raise
 
 

@@ -9,7 +9,8 @@ Delivery rules kept here:
   taken, fetching is paused, but polling goes on so the member stays in its group.
 - A transient failure is retried with exponential back-off and full jitter, holding up only its own key. A
   permanent failure, or the last failed attempt, goes to the DLQ; a DLQ write that fails keeps the record
-  uncommitted and is tried again, so nothing is lost.
+  uncommitted and is tried again, so nothing is lost. An unavailable database or blob store spends no attempt:
+  the record waits for it, and the job's ``failed`` status after a dead letter is retried the same way.
 - On revocation and on shutdown no new record starts, retries are abandoned (left uncommitted, so the next
   owner runs them), running records get a bounded time to finish, finished offsets are committed, and only then
   is the partition let go. aiokafka does not call the revocation listener on ``stop()``; :meth:`Worker.run` does
@@ -32,7 +33,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from consumer.dead_letters import Failure, dead_letter_headers
-from consumer.errors import JobError, PermanentError
+from consumer.errors import DependencyUnavailable, JobError, PermanentError, TransientError
 from consumer.metrics import Liveness, WorkerMetrics
 from consumer.offsets import PartitionOffsets
 from core.jobs import utc_now
@@ -220,6 +221,7 @@ class Worker:
         started = time.monotonic()
         first_failure_at = None
         attempt = 0
+        spent = 0  # failed attempts that count against max_attempts: an unavailable dependency is not the record's
         while True:
             attempt += 1
             try:
@@ -227,7 +229,8 @@ class Worker:
             except Exception as exc:  # classified below; anything unforeseen is retried like a transient error
                 failed_at = utc_now()
                 first_failure_at = first_failure_at or failed_at
-                if isinstance(exc, PermanentError) or attempt >= self.settings.max_attempts:
+                spent += not isinstance(exc, DependencyUnavailable)
+                if isinstance(exc, PermanentError) or spent >= self.settings.max_attempts:
                     await self._dead_letter(record, Failure(exc, attempt, first_failure_at, failed_at))
                     outcome = "dead_lettered"
                     break
@@ -293,11 +296,33 @@ class Worker:
             failure.error,
             self.settings.dlq_topic,
         )
-        try:
-            await self.handler.record_failure(record, failure.error, failure.attempts)
-        except Exception:
-            # The dead letter is safe; only the job's status could not say so. Redrive will set it again.
-            logger.exception("could not record the failure of %s", _describe_record(record))
+        await self._record_failure(record, failure)
+
+    async def _record_failure(self, record: ConsumerRecord, failure: Failure) -> None:
+        """Mark the dead-lettered record's job failed, retrying while the database is unavailable.
+
+        The dead letter is safe whatever happens here; only the job's status would not say so. The retries end
+        when the partition is let go, and the next owner then runs the record (and dead-letters it) again.
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self.handler.record_failure(record, failure.error, failure.attempts)
+            except TransientError as exc:
+                delay_s = self._backoff_s(attempt)
+                logger.warning(
+                    "could not mark the job of %s failed (%s); next try in %.2f s",
+                    _describe_record(record),
+                    exc,
+                    delay_s,
+                )
+                await self._pause_unless_released(record, delay_s)
+            except Exception:
+                logger.exception("could not mark the job of %s failed", _describe_record(record))
+                return
+            else:
+                return
 
     async def _commit(self, partitions: Iterable[TopicPartition]) -> None:
         offsets = {}

@@ -34,16 +34,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         blobs = BlobStore(settings.storage_dir)
         publisher = EventPublisher(settings)
         await publisher.start()
-        app.state.services = Services(
-            settings=settings,
-            jobs=jobs,
-            blobs=blobs,
-            publisher=publisher,
-            intake=JobIntake(settings, jobs, blobs, publisher),
-        )
+        intake = JobIntake(settings, jobs, blobs, publisher)
+        app.state.services = Services(settings=settings, jobs=jobs, blobs=blobs, publisher=publisher, intake=intake)
         try:
             yield
         finally:
+            await intake.aclose()
             await publisher.stop()
             await jobs.close()
 

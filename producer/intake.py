@@ -1,7 +1,9 @@
 """Turning a validated request into exactly one accepted job.
 
 Order matters: the upload (if any) is stored, then the event is appended and acked, and only then is the job
-recorded and 202 returned. A failure before the ack leaves no job behind; the client gets 503 and retries.
+recorded and 202 returned. A failure before the ack leaves no job behind; the client gets 503 and retries. The
+whole of it answers within ``SEND_TIMEOUT_S``: a job row that a busy database has not taken by then is written in
+the background (the job is accepted once the event is acked; a worker writes the row too when it starts).
 
 With an ``Idempotency-Key`` the image id and event id are derived from the key (and the request), so a retry
 names the same job: when it was already accepted the API answers from the database without a second event;
@@ -11,8 +13,10 @@ the workers process it once.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -28,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 # Fixed namespace for ids derived from idempotency keys: changing it would break retries across a deploy.
 IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1d3a52-8c1e-4f7a-9a36-2b8e5d0c7e41")
+# How long shutdown waits for job rows still being written in the background.
+ROW_WRITES_CLOSE_TIMEOUT_S = 10.0
 
 
 class IdempotencyKeyReused(Exception):
@@ -59,11 +65,18 @@ class JobIntake:
         self._jobs = jobs
         self._blobs = blobs
         self._publisher = publisher
+        self._row_writes: set[asyncio.Task[None]] = set()
+
+    async def aclose(self) -> None:
+        """Wait (bounded) for job rows still being written after their 202."""
+        if self._row_writes:
+            await asyncio.wait(self._row_writes, timeout=ROW_WRITES_CLOSE_TIMEOUT_S)
 
     async def submit(
         self, source: str | Upload, image_filter: FilterName, idempotency_key: str | None = None
     ) -> Acceptance:
         """Accept one job; raises ``BrokerUnavailable`` (answer 503) or ``IdempotencyKeyReused`` (422)."""
+        deadline = time.monotonic() + self._settings.send_timeout_s
         fingerprint = _fingerprint(source, image_filter)
         if idempotency_key is None:
             image_id, event_id = uuid.uuid4(), uuid.uuid4()
@@ -105,12 +118,22 @@ class JobIntake:
             requested_at=now,
             updated_at=now,
         )
+        write = asyncio.create_task(self._record_accepted(job))
+        self._row_writes.add(write)
+        write.add_done_callback(self._row_writes.discard)
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                await asyncio.shield(write)
+        except TimeoutError:
+            logger.info("job %s accepted; its row is still being written", image_id)
+        return Acceptance(job, replayed=False)
+
+    async def _record_accepted(self, job: Job) -> None:
         try:
             await self._jobs.record_accepted(job)
         except (SQLAlchemyError, OSError):  # asyncpg lets a refused connection through as a bare OSError
             # The event is in the log, so the job is accepted: the worker writes its row when it picks it up.
-            logger.warning("job %s accepted, but its row could not be written yet", image_id, exc_info=True)
-        return Acceptance(job, replayed=False)
+            logger.warning("job %s accepted, but its row could not be written yet", job.image_id, exc_info=True)
 
 
 def _fingerprint(source: str | Upload, image_filter: FilterName) -> str:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import hashlib
 import io
 import ipaddress
 import random
+import time
 import uuid
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from sqlalchemy import update
 
 from core.addresses import literal_ip, literal_ip_blocked
 from core.blobs import BlobStore
-from core.jobs import JobStatus, JobStore, jobs_table
+from core.jobs import Job, JobStatus, JobStore, jobs_table
 from core.settings import Settings
 from producer.app import create_app
 from producer.intake import JobIntake
@@ -384,6 +386,47 @@ async def test_database_outage_is_503_and_an_acked_job_is_still_accepted(setting
     assert ready.json()["database"].startswith("unavailable")
     records = await read_topic(settings.kafka_bootstrap_servers, settings.images_topic)
     assert [record.key.decode() for record in records] == [accepted.json()["id"]]
+
+
+class BusyDatabase(JobStore):
+    """A job store whose row writes wait until the test lets them through, as a locked database makes them."""
+
+    def __init__(self, database_url: str) -> None:
+        super().__init__(JobStore.from_url(database_url).engine)
+        self.unlocked = asyncio.Event()
+
+    async def record_accepted(self, job: Job) -> None:
+        await self.unlocked.wait()
+        await super().record_accepted(job)
+
+
+async def test_a_busy_database_does_not_hold_the_202_past_the_send_timeout(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    settings = make_settings(kafka_bootstrap, tmp_path, send_timeout_s=1.0)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        services = app.state.services
+        busy = BusyDatabase(settings.database_url)
+        app.state.services = dataclasses.replace(
+            services, jobs=busy, intake=JobIntake(settings, busy, services.blobs, services.publisher)
+        )
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+            started = time.monotonic()
+            accepted = await api.post("/images", json={"url": "https://example.com/slow.png", "filter": "blur"})
+            elapsed_s = time.monotonic() - started
+            image_id = accepted.json()["id"]
+            assert await busy.get(image_id) is None, "the row is still waiting for the database"
+            busy.unlocked.set()
+        await app.state.services.intake.aclose()  # shutdown waits for rows still being written
+        job = await busy.get(image_id)
+        await busy.close()
+
+    assert accepted.status_code == 202
+    assert elapsed_s < settings.send_timeout_s + 1.0, "answered at the deadline, not when the database freed up"
+    assert job is not None
+    assert job.status is JobStatus.QUEUED
 
 
 # Found by the schema fuzz (tests/reliability/test_api_fuzz.py): the upload's schema forbids other form fields

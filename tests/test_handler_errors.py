@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy.exc
 
-from consumer.errors import TransientError
+from consumer.errors import DependencyUnavailable
 from consumer.handler import JobHandler, describe_error, is_transient_database_error
 from core.blobs import BlobStore
 from core.jobs import JobStore
@@ -56,7 +56,7 @@ async def test_unreachable_database_is_transient(tmp_path: Path) -> None:
     unreachable = JobStore.from_url(f"postgresql://user:pw@127.0.0.1:{port}/images")
     handler = JobHandler(make_settings("localhost:9092", tmp_path), unreachable, BlobStore(tmp_path / "blobs"))
     try:
-        with pytest.raises(TransientError, match="database unavailable"):
+        with pytest.raises(DependencyUnavailable, match="database unavailable"):
             await handler.handle(event_record(url_event("https://example.com/a.png")), attempt=1)
     finally:
         await handler.aclose()

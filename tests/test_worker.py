@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import socket
@@ -10,11 +11,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy.exc
 from PIL import Image
 
+from consumer.handler import JobHandler
 from consumer.probes import serve_probes
+from consumer.worker import Worker
 from core.blobs import BlobStore
-from core.jobs import JobStatus, JobStore
+from core.jobs import Job, JobStatus, JobStore
 from core.settings import Settings
 from tests.conftest import make_settings
 from tests.image_server import ImageServer, sample_png
@@ -185,6 +189,60 @@ async def test_failed_dead_letter_write_keeps_the_record_uncommitted_until_it_su
 
     dead = await read_topic(settings.kafka_bootstrap_servers, settings.dlq_topic)
     assert [(record.key, record.value) for record in dead] == [poison]
+
+
+class LockedDatabase(JobStore):
+    """A job store whose writes fail as a locked SQLite file does, a set number of times each."""
+
+    def __init__(self, database_url: str, *, complete_failures: int, mark_failed_failures: int) -> None:
+        super().__init__(JobStore.from_url(database_url).engine)
+        self.failures_left = {"complete": complete_failures, "mark_failed": mark_failed_failures}
+        self.calls = {"complete": 0, "mark_failed": 0}
+
+    def _maybe_fail(self, operation: str) -> None:
+        self.calls[operation] += 1
+        if self.failures_left[operation] > 0:
+            self.failures_left[operation] -= 1
+            raise sqlalchemy.exc.OperationalError("UPDATE jobs", {}, Exception("database is locked"))
+
+    async def complete(self, job: Job, *, event_id: str) -> bool:
+        self._maybe_fail("complete")
+        return await super().complete(job, event_id=event_id)
+
+    async def mark_failed(self, job: Job) -> None:
+        self._maybe_fail("mark_failed")
+        await super().mark_failed(job)
+
+
+async def test_unavailable_database_spends_no_attempts_and_dead_letters_nothing(
+    worker_settings: Settings, images: ImageServer
+) -> None:
+    """A database outage is not the event's fault: the record waits for the database, past max_attempts, and
+    the job is done once it answers; a dead-lettered job is marked failed once the database answers too."""
+    settings = worker_settings.model_copy(update={"topic_partitions": 1})
+    good = url_event(images.url("/img/1.png"), "invert")
+    poison = url_event(images.url("/corrupt.png"), "invert")
+    outage = settings.max_attempts * 3
+    jobs = LockedDatabase(settings.database_url, complete_failures=outage, mark_failed_failures=outage)
+    await jobs.create_schema()
+    await produce(settings, [as_record(good), as_record(poison)])
+    handler = JobHandler(settings, jobs, BlobStore(settings.storage_dir))
+    worker = Worker(settings, handler)
+    task = asyncio.create_task(worker.run())
+    try:
+        await eventually(lambda: offsets_all_committed(settings), what="both records committed")
+    finally:
+        worker.stop()
+        await task
+        await handler.aclose()
+    try:
+        assert jobs.calls == {"complete": outage + 1, "mark_failed": outage + 1}
+        statuses = [await jobs.get(str(event.image_id)) for event in (good, poison)]
+        assert [job.status if job else None for job in statuses] == [JobStatus.DONE, JobStatus.FAILED]
+    finally:
+        await jobs.close()
+    dead = await read_topic(settings.kafka_bootstrap_servers, settings.dlq_topic)
+    assert [record.key for record in dead] == [str(poison.image_id).encode()]
 
 
 async def test_probes_serve_liveness_and_metrics(worker_settings: Settings, images: ImageServer) -> None:
