@@ -11,6 +11,11 @@ import uvicorn
 from core.settings import InvalidSettings, load_settings
 from producer.app import create_app
 
+# Longer than the idle timeout of the clients and load balancers in front (httpx 5 s, AWS ALB 60 s): a server
+# that closes an idle connection first races the client reusing it, and the client sees its POST reset with no
+# answer, which it cannot safely retry without an Idempotency-Key.
+KEEP_ALIVE_TIMEOUT_S = 75
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
@@ -30,4 +35,10 @@ def main(argv: list[str] | None = None) -> None:
         settings = load_settings()
     except InvalidSettings as exc:
         sys.exit(f"image-api: {exc}")
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        timeout_keep_alive=KEEP_ALIVE_TIMEOUT_S,
+    )
