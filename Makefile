@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test lint format kafka clean
+.PHONY: install run test lint format kafka bench clean
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ format: install
 
 kafka: install  ## Only a local Kafka broker on :9092, in the foreground.
 	$(BIN)/image-kafka start $(ARGS)
+
+bench: install  ## Benchmarks as ratios against limits measured in the same run (ARGS="--quick --runs 1").
+	$(BIN)/python -m scripts.bench $(ARGS)
 
 clean:
 	rm -rf $(VENV) data .kafka-data build *.egg-info .pytest_cache .mypy_cache .ruff_cache
