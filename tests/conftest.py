@@ -22,8 +22,17 @@ from tests.image_server import ImageServer, image_server
 os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="xdg-runtime-"))
 
 
+LONG_FORM_TIMEOUT_S = 1800.0  # the longest long-form scenario takes about 5 minutes on 2 busy cores
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--long", action="store_true", help="run the reliability suite's long form (release checks)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The per-test timeout of the ini file is sized for the short forms; a --timeout given by hand still wins.
+    if config.getoption("--long") and config.getoption("timeout") is None:
+        config.option.timeout = LONG_FORM_TIMEOUT_S
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -63,21 +63,25 @@ async def test_poison_mix_is_dead_lettered_once_and_stalls_nothing(
     events, rate_per_s = scale.pick(400, 4000), float(scale.pick(25, 60))
     urls = [images.url(f"/img/{seed}.png") for seed in range(events)]
 
-    raw_poison: dict[bytes, bytes] = {
-        b"garbage-" + uuid.uuid4().hex.encode(): b"\x00\xff\xfe not json at all \x81",
-        b"schema-" + uuid.uuid4().hex.encode(): json.dumps({"type": "image_process", "version": 1, "x": 1}).encode(),
-        b"version-" + uuid.uuid4().hex.encode(): _unknown_version(),
-    }
-    api_poison = {"/corrupt.png": "consumer.errors.PermanentError"} | {
-        f"/missing-{n}.png": "consumer.fetch.HttpClientError" for n in range(2)
+    each_kind = scale.pick(1, 7)  # six kinds: 6 poison in 400 (1.5 %), 42 in 4000 (about 1 %)
+    raw_poison: dict[bytes, bytes] = {}
+    for _ in range(each_kind):
+        raw_poison[b"garbage-" + uuid.uuid4().hex.encode()] = b"\x00\xff\xfe not json at all \x81"
+        raw_poison[b"schema-" + uuid.uuid4().hex.encode()] = json.dumps(
+            {"type": "image_process", "version": 1, "x": 1}
+        ).encode()
+        raw_poison[b"version-" + uuid.uuid4().hex.encode()] = _unknown_version()
+    api_poison = {f"/corrupt.png?n={n}": "consumer.errors.PermanentError" for n in range(each_kind)} | {
+        f"/missing-{n}.png": "consumer.fetch.HttpClientError" for n in range(2 * each_kind)
     }
     api_poison_ids: dict[str, str] = {}  # image id -> path
 
     async def inject_poison() -> None:
         """Two bursts, at a third and at two thirds of the load, so poison lands between good records."""
         raw, paths = list(raw_poison.items()), list(api_poison)
+        raw_half, paths_half = len(raw) // 2 + 1, len(paths) // 2
         async with httpx.AsyncClient(base_url=api.base_url, timeout=30) as client:
-            for raw_part, path_part in ((raw[:2], paths[:1]), (raw[2:], paths[1:])):
+            for raw_part, path_part in ((raw[:raw_half], paths[:paths_half]), (raw[raw_half:], paths[paths_half:])):
                 await asyncio.sleep(events / rate_per_s / 3)  # the fault schedule, not synchronisation
                 await produce(settings, raw_part)
                 for path in path_part:
