@@ -94,19 +94,17 @@ class JobHandler:
         """Process ``record`` (``attempt`` counts from 1); raises a JobError subclass on failure."""
         event = _decode(record)
         event_id = str(event.event_id)
-        if await _database(self._jobs.is_processed(event_id)):
+        started_at = utc_now()
+        job = dataclasses.replace(
+            _job_from_event(event, JobStatus.PROCESSING, attempts=attempt, now=started_at), started_at=started_at
+        )
+        if not await _database(self._jobs.mark_processing(job, event_id=event_id)):
             logger.info(
                 "Skipping event %s: already processed (topic=%s partition=%s offset=%s key=%s)",
                 event_id,
                 *_coordinates(record),
             )
             return Outcome.SKIPPED_DUPLICATE
-
-        started_at = utc_now()
-        job = dataclasses.replace(
-            _job_from_event(event, JobStatus.PROCESSING, attempts=attempt, now=started_at), started_at=started_at
-        )
-        await _database(self._jobs.mark_processing(job))
 
         data = await self._source_bytes(event)
         loop = asyncio.get_running_loop()

@@ -15,10 +15,23 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text, select, text
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    DateTime,
+    Executable,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    bindparam,
+    select,
+    text,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.database import create_engine
 
@@ -50,6 +63,8 @@ processed_events_table = Table(
     Column("processed_at", DateTime(timezone=True), nullable=False),
 )
 
+# What the API writes over a row a worker created first: how the job was requested.
+_REQUEST_COLUMNS = ("filter", "source_url", "blob_key", "request_fingerprint", "requested_at")
 # What a worker writes about a job, per state. request_fingerprint and the request's description are the API's.
 _PROCESSING_COLUMNS = ("status", "updated_at", "started_at", "finished_at", "attempts", "error")
 _DONE_COLUMNS = ("status", "updated_at", "finished_at", "attempts", "error", "result_key")
@@ -101,6 +116,7 @@ class JobStore:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._writes = _Writes.for_dialect(engine.dialect.name)
 
     @classmethod
     def from_url(cls, database_url: str) -> JobStore:
@@ -130,33 +146,32 @@ class JobStore:
         async with self.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
 
-    async def record_accepted(self, job: Job) -> None:
-        """Insert ``job`` as accepted; if a worker got there first, keep its status and add what it lacks."""
-        insert = _dialect_insert(self.engine, jobs_table).values(**_job_values(job))
-        described = ("filter", "source_url", "blob_key", "request_fingerprint", "requested_at")
-        statement = insert.on_conflict_do_update(
-            index_elements=["image_id"],
-            set_={column: insert.excluded[column] for column in described},
-            where=jobs_table.c.request_fingerprint.is_(None),
-        )
-        async with self.engine.begin() as connection:
-            await connection.execute(statement)
+    async def record_accepted(self, *jobs: Job) -> None:
+        """Insert ``jobs`` as accepted, in one transaction; where a worker got there first, keep its status and
+        add what it lacks."""
+        if jobs:
+            async with self.engine.begin() as connection:
+                await connection.execute(self._writes.record_accepted, [_job_values(job) for job in jobs])
 
     async def is_processed(self, event_id: str) -> bool:
         """Whether the work of event ``event_id`` is done (its processed-id row exists)."""
-        query = select(processed_events_table.c.event_id).where(processed_events_table.c.event_id == event_id)
         async with self.engine.connect() as connection:
-            return (await connection.execute(query)).first() is not None
+            return (await connection.execute(_IS_PROCESSED, {"event_id": event_id})).first() is not None
 
-    async def mark_processing(self, job: Job) -> None:
-        """Record that a worker started ``job`` (status processing, its attempts and started_at).
+    async def mark_processing(self, job: Job, *, event_id: str) -> bool:
+        """Record that a worker started ``job`` for event ``event_id`` (status processing, attempts, started_at).
 
-        The row is inserted from ``job`` if the API has not written it yet. A job that is already done is left
-        alone: a duplicate delivery racing with the winner must not turn its finished job back into processing.
+        Returns False, changing nothing, when the event is already processed: a redelivery to skip. The check and
+        the write share one transaction, one round trip fewer per job than asking first. The row is inserted from
+        ``job`` if the API has not written it yet. A job that is already done is left alone: a duplicate delivery
+        racing with the winner must not turn its finished job back into processing.
         """
         _expect_status(job, JobStatus.PROCESSING)
         async with self.engine.begin() as connection:
-            await self._save_worker_state(connection, job, _PROCESSING_COLUMNS, keep_done=True)
+            if (await connection.execute(_IS_PROCESSED, {"event_id": event_id})).first() is not None:
+                return False
+            await connection.execute(self._writes.mark_processing, _job_values(job))
+        return True
 
     async def complete(self, job: Job, *, event_id: str) -> bool:
         """In one transaction, record event ``event_id`` as processed and save ``job`` (status done).
@@ -165,16 +180,11 @@ class JobStore:
         job stays as the winner wrote it.
         """
         _expect_status(job, JobStatus.DONE)
-        processed = _dialect_insert(self.engine, processed_events_table).values(
-            event_id=event_id, image_id=job.image_id, processed_at=job.updated_at
-        )
-        statement = processed.on_conflict_do_nothing(index_elements=["event_id"]).returning(
-            processed_events_table.c.event_id
-        )
+        processed = {"event_id": event_id, "image_id": job.image_id, "processed_at": job.updated_at}
         async with self.engine.begin() as connection:
-            if (await connection.execute(statement)).first() is None:
+            if (await connection.execute(self._writes.record_processed, processed)).first() is None:
                 return False
-            await self._save_worker_state(connection, job, _DONE_COLUMNS, keep_done=False)
+            await connection.execute(self._writes.mark_done, _job_values(job))
         return True
 
     async def mark_failed(self, job: Job) -> None:
@@ -185,18 +195,7 @@ class JobStore:
         """
         _expect_status(job, JobStatus.FAILED)
         async with self.engine.begin() as connection:
-            await self._save_worker_state(connection, job, _FAILED_COLUMNS, keep_done=True)
-
-    async def _save_worker_state(
-        self, connection: AsyncConnection, job: Job, columns: tuple[str, ...], *, keep_done: bool
-    ) -> None:
-        insert = _dialect_insert(self.engine, jobs_table).values(**_job_values(job))
-        statement = insert.on_conflict_do_update(
-            index_elements=["image_id"],
-            set_={column: insert.excluded[column] for column in columns},
-            where=(jobs_table.c.status != JobStatus.DONE.value) if keep_done else None,
-        )
-        await connection.execute(statement)
+            await connection.execute(self._writes.mark_failed, _job_values(job))
 
     async def get(self, image_id: str) -> Job | None:
         async with self.engine.connect() as connection:
@@ -208,9 +207,46 @@ class JobStore:
         return None if row is None else _job_from_row(row)
 
 
-def _dialect_insert(engine: AsyncEngine, table: Table) -> postgresql.Insert | sqlite.Insert:
+_IS_PROCESSED = select(processed_events_table.c.event_id).where(
+    processed_events_table.c.event_id == bindparam("event_id")
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Writes:
+    """The store's upserts, built once per dialect and executed with a row of values each time.
+
+    Building an ``ON CONFLICT`` statement costs more CPU than SQLAlchemy's cached execution of it: rebuilding
+    them on every call took about a fifth of a worker's time on small images.
+    """
+
+    record_accepted: Executable  # the API's row; a worker's status, if already there, is kept
+    mark_processing: Executable  # never turns a done job back
+    mark_done: Executable
+    mark_failed: Executable  # never turns a done job back
+    record_processed: Executable  # returns the event id, or nothing when it was already recorded
+
+    @classmethod
+    def for_dialect(cls, dialect: str) -> _Writes:
+        def upsert(columns: tuple[str, ...], where: ColumnElement[bool] | None) -> Executable:
+            insert = _dialect_insert(dialect, jobs_table)
+            set_ = {column: insert.excluded[column] for column in columns}
+            return insert.on_conflict_do_update(index_elements=["image_id"], set_=set_, where=where)
+
+        not_done = jobs_table.c.status != JobStatus.DONE.value
+        processed = _dialect_insert(dialect, processed_events_table).on_conflict_do_nothing(index_elements=["event_id"])
+        return cls(
+            record_accepted=upsert(_REQUEST_COLUMNS, jobs_table.c.request_fingerprint.is_(None)),
+            mark_processing=upsert(_PROCESSING_COLUMNS, not_done),
+            mark_done=upsert(_DONE_COLUMNS, None),
+            mark_failed=upsert(_FAILED_COLUMNS, not_done),
+            record_processed=processed.returning(processed_events_table.c.event_id),
+        )
+
+
+def _dialect_insert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
     """An INSERT with ``on_conflict_do_*``, which PostgreSQL and SQLite spell the same way in SQLAlchemy."""
-    if engine.dialect.name == "postgresql":
+    if dialect == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
 

@@ -20,11 +20,10 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from core.blobs import BlobStore
 from core.jobs import Job, JobStatus, JobStore, utc_now
 from core.settings import Settings
+from producer.job_rows import AcceptedRows
 from producer.publisher import EventPublisher
 from schemas import BlobSource, FilterName, ImageProcessEvent, UrlSource, encode_event, event_headers
 
@@ -65,12 +64,11 @@ class JobIntake:
         self._jobs = jobs
         self._blobs = blobs
         self._publisher = publisher
-        self._row_writes: set[asyncio.Task[None]] = set()
+        self._rows = AcceptedRows(jobs)
 
     async def aclose(self) -> None:
         """Wait (bounded) for job rows still being written after their 202."""
-        if self._row_writes:
-            await asyncio.wait(self._row_writes, timeout=ROW_WRITES_CLOSE_TIMEOUT_S)
+        await self._rows.aclose(ROW_WRITES_CLOSE_TIMEOUT_S)
 
     async def submit(
         self, source: str | Upload, image_filter: FilterName, idempotency_key: str | None = None
@@ -118,22 +116,13 @@ class JobIntake:
             requested_at=now,
             updated_at=now,
         )
-        write = asyncio.create_task(self._record_accepted(job))
-        self._row_writes.add(write)
-        write.add_done_callback(self._row_writes.discard)
+        written = self._rows.write(job)
         try:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                await asyncio.shield(write)
+                await asyncio.shield(written)
         except TimeoutError:
             logger.info("job %s accepted; its row is still being written", image_id)
         return Acceptance(job, replayed=False)
-
-    async def _record_accepted(self, job: Job) -> None:
-        try:
-            await self._jobs.record_accepted(job)
-        except (SQLAlchemyError, OSError):  # asyncpg lets a refused connection through as a bare OSError
-            # The event is in the log, so the job is accepted: the worker writes its row when it picks it up.
-            logger.warning("job %s accepted, but its row could not be written yet", job.image_id, exc_info=True)
 
 
 def _fingerprint(source: str | Upload, image_filter: FilterName) -> str:

@@ -395,9 +395,9 @@ class BusyDatabase(JobStore):
         super().__init__(JobStore.from_url(database_url).engine)
         self.unlocked = asyncio.Event()
 
-    async def record_accepted(self, job: Job) -> None:
+    async def record_accepted(self, *jobs: Job) -> None:
         await self.unlocked.wait()
-        await super().record_accepted(job)
+        await super().record_accepted(*jobs)
 
 
 async def test_a_busy_database_does_not_hold_the_202_past_the_send_timeout(
@@ -427,6 +427,43 @@ async def test_a_busy_database_does_not_hold_the_202_past_the_send_timeout(
     assert elapsed_s < settings.send_timeout_s + 1.0, "answered at the deadline, not when the database freed up"
     assert job is not None
     assert job.status is JobStatus.QUEUED
+
+
+class CountingDatabase(JobStore):
+    """A job store that counts the transactions writing accepted jobs' rows."""
+
+    def __init__(self, database_url: str) -> None:
+        super().__init__(JobStore.from_url(database_url).engine)
+        self.transactions = 0
+
+    async def record_accepted(self, *jobs: Job) -> None:
+        self.transactions += 1
+        await super().record_accepted(*jobs)
+
+
+async def test_rows_of_concurrent_requests_share_transactions(settings: Settings) -> None:
+    requests = 40
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        services = app.state.services
+        counting = CountingDatabase(settings.database_url)
+        app.state.services = dataclasses.replace(
+            services, jobs=counting, intake=JobIntake(settings, counting, services.blobs, services.publisher)
+        )
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
+            answers = await asyncio.gather(
+                *(
+                    api.post("/images", json={"url": f"https://example.com/{n}.png", "filter": "blur"})
+                    for n in range(requests)
+                )
+            )
+        jobs = [await counting.get(answer.json()["id"]) for answer in answers]
+        await counting.close()
+
+    assert [answer.status_code for answer in answers] == [202] * requests
+    assert all(job is not None and job.status is JobStatus.QUEUED for job in jobs), "each 202 has its row"
+    assert counting.transactions < requests, "rows waiting together are written in one transaction"
 
 
 # Found by the schema fuzz (tests/reliability/test_api_fuzz.py): the upload's schema forbids other form fields

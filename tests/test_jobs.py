@@ -146,7 +146,9 @@ def worker_job(image_id: str, status: JobStatus, **overrides: object) -> Job:
 async def test_processing_before_the_api_inserts_the_job_and_the_api_fills_in_the_rest(store: JobStore) -> None:
     job = accepted_job()
 
-    await store.mark_processing(worker_job(job.image_id, JobStatus.PROCESSING, attempts=2))
+    assert await store.mark_processing(
+        worker_job(job.image_id, JobStatus.PROCESSING, attempts=2), event_id=str(uuid.uuid4())
+    )
     await store.record_accepted(job)
 
     stored = await store.get(job.image_id)
@@ -161,7 +163,9 @@ async def test_processing_updates_an_accepted_job(store: JobStore) -> None:
     job = accepted_job()
     await store.record_accepted(job)
 
-    await store.mark_processing(worker_job(job.image_id, JobStatus.PROCESSING, attempts=3))
+    assert await store.mark_processing(
+        worker_job(job.image_id, JobStatus.PROCESSING, attempts=3), event_id=str(uuid.uuid4())
+    )
 
     stored = await store.get(job.image_id)
     assert stored is not None
@@ -177,7 +181,9 @@ async def test_processing_never_reopens_a_done_job(store: JobStore) -> None:
     image_id = str(uuid.uuid4())
     assert await store.complete(worker_job(image_id, JobStatus.DONE), event_id=str(uuid.uuid4()))
 
-    await store.mark_processing(worker_job(image_id, JobStatus.PROCESSING, attempts=5))
+    assert await store.mark_processing(
+        worker_job(image_id, JobStatus.PROCESSING, attempts=5), event_id=str(uuid.uuid4())
+    )
 
     stored = await store.get(image_id)
     assert stored is not None
@@ -188,7 +194,9 @@ async def test_processing_after_failure_reopens_the_job_and_clears_the_error(sto
     image_id = str(uuid.uuid4())
     await store.mark_failed(worker_job(image_id, JobStatus.FAILED, attempts=4))
 
-    await store.mark_processing(worker_job(image_id, JobStatus.PROCESSING, attempts=1))
+    assert await store.mark_processing(
+        worker_job(image_id, JobStatus.PROCESSING, attempts=1), event_id=str(uuid.uuid4())
+    )
 
     stored = await store.get(image_id)
     assert stored is not None
@@ -199,7 +207,7 @@ async def test_complete_records_the_event_and_the_result_once(store: JobStore) -
     job = accepted_job()
     await store.record_accepted(job)
     event_id = str(uuid.uuid4())
-    await store.mark_processing(worker_job(job.image_id, JobStatus.PROCESSING))
+    assert await store.mark_processing(worker_job(job.image_id, JobStatus.PROCESSING), event_id=event_id)
     assert not await store.is_processed(event_id)
 
     assert await store.complete(worker_job(job.image_id, JobStatus.DONE), event_id=event_id)
@@ -208,6 +216,9 @@ async def test_complete_records_the_event_and_the_result_once(store: JobStore) -
     ), "the second completion of one event loses"
 
     assert await store.is_processed(event_id)
+    assert not await store.mark_processing(
+        worker_job(job.image_id, JobStatus.PROCESSING, attempts=7), event_id=event_id
+    ), "a processed event is not started again"
     stored = await store.get(job.image_id)
     assert stored is not None
     assert stored.status is JobStatus.DONE
@@ -288,7 +299,7 @@ async def test_failure_never_overwrites_a_done_job(store: JobStore) -> None:
 async def test_worker_writes_check_the_status_they_are_given(store: JobStore) -> None:
     image_id = str(uuid.uuid4())
     with pytest.raises(ValueError, match="expected a processing job, got done"):
-        await store.mark_processing(worker_job(image_id, JobStatus.DONE))
+        await store.mark_processing(worker_job(image_id, JobStatus.DONE), event_id=str(uuid.uuid4()))
     with pytest.raises(ValueError, match="expected a done job"):
         await store.complete(worker_job(image_id, JobStatus.FAILED), event_id=str(uuid.uuid4()))
     with pytest.raises(ValueError, match="expected a failed job"):
