@@ -5,8 +5,8 @@ Delivery rules kept here:
 - An offset is committed only once the record at it and every record before it in its partition are finished
   (done, skipped as a duplicate, or dead-lettered and acked by the DLQ topic): see :mod:`consumer.offsets`.
 - Records with the same key run strictly one after another, in offset order; different keys run in parallel,
-  also within one partition. At most ``worker_concurrency`` records are admitted at once; when all slots are
-  taken, fetching is paused, but polling goes on so the member stays in its group.
+  also within one partition. At most ``worker_concurrency`` records are admitted at once; when all slots stay
+  taken for a second, fetching is paused, but polling goes on so the member stays in its group.
 - A transient failure is retried with exponential back-off and full jitter, holding up only its own key. A
   permanent failure, or the last failed attempt, goes to the DLQ; a DLQ write that fails keeps the record
   uncommitted and is tried again, so nothing is lost. An unavailable database or blob store spends no attempt:
@@ -31,6 +31,7 @@ from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from prometheus_client import Counter
 
 from consumer.dead_letters import Failure, dead_letter_headers
 from consumer.errors import DependencyUnavailable, JobError, PermanentError, TransientError
@@ -47,6 +48,7 @@ POLL_TIMEOUT_MS = 500
 PAUSED_POLL_INTERVAL_S = 1.0
 COMMIT_EVERY_RECORDS = 200
 DLQ_SEND_TIMEOUT_S = 10.0
+LAG_UPDATE_INTERVAL_S = 1.0  # the lag gauge is scraped every few seconds; computing it per poll cost per record
 
 
 class RecordHandler(Protocol):
@@ -113,6 +115,10 @@ class Worker:
         # Resume fetching once an eighth of the slots are free, not at every single one: admitting records in
         # small batches keeps the pause/resume and poll overhead per record low when the worker is saturated.
         self._resume_at_free_slots = max(1, settings.worker_concurrency // 8)
+        self._lag_updated_at = 0.0
+        # Read when scraped, not set per record: the engine's own cost per record is what bounds a fast handler.
+        self.metrics.in_flight.set_function(lambda: self._in_flight)
+        self._outcomes: dict[str, Counter] = {}
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish running jobs, commit and leave the group."""
@@ -141,6 +147,10 @@ class Worker:
     async def _poll_until_stopped(self) -> None:
         while not self._stopping.is_set():
             free_slots = self.settings.worker_concurrency - self._in_flight
+            if free_slots <= 0 and not self._paused and await self._slot_freed_within(PAUSED_POLL_INTERVAL_S):
+                # Full, but a slot usually frees soon: fetching stays on meanwhile, so the records aiokafka
+                # prefetched are there when it does. Pausing at every full moment emptied that pipeline.
+                continue
             self._apply_back_pressure(free_slots)
             if self._paused and await self._slot_freed_within(PAUSED_POLL_INTERVAL_S):
                 continue  # re-evaluate at once; a slot-less poll would fetch nothing
@@ -157,6 +167,7 @@ class Worker:
                 or time.monotonic() - self._last_commit >= self.settings.commit_interval_s
             ):
                 await self._commit(self._offsets)
+                self._lag_updated_at = 0.0  # a commit moves the lag: show it now
             self._update_lag()
 
     async def _slot_freed_within(self, timeout_s: float) -> bool:
@@ -182,7 +193,6 @@ class Worker:
             return  # fetched just before the partition was let go: its next owner reads it again
         offsets.started(record.offset)
         self._in_flight += 1
-        self.metrics.in_flight.set(self._in_flight)
         lane: Lane = (partition, record.key)
         queue = self._lanes.get(lane)
         if queue is None:
@@ -203,7 +213,6 @@ class Worker:
                 self._offsets[partition].finished(record.offset)
                 self._finished_since_commit += 1
                 self._in_flight -= 1
-                self.metrics.in_flight.set(self._in_flight)
                 self._slot_freed.set()
         except _Abandoned:
             logger.info("left %d record(s) of %s uncommitted for the next owner", len(queue), _describe(partition))
@@ -214,7 +223,6 @@ class Worker:
             self._in_flight -= len(queue)
             self._slot_freed.set()
             queue.clear()
-            self.metrics.in_flight.set(self._in_flight)
             del self._lanes[lane], self._lane_tasks[lane]
 
     async def _run_record(self, record: ConsumerRecord) -> None:
@@ -248,7 +256,10 @@ class Worker:
                 await self._pause_unless_released(record, delay_s)
             else:
                 break
-        self.metrics.records.labels(outcome=outcome).inc()
+        counter = self._outcomes.get(outcome)
+        if counter is None:
+            counter = self._outcomes[outcome] = self.metrics.records.labels(outcome=outcome)
+        counter.inc()
         self.metrics.processing_seconds.observe(time.monotonic() - started)
 
     def _backoff_s(self, attempt: int) -> float:
@@ -385,6 +396,10 @@ class Worker:
         logger.info("assigned %s", sorted(_describe(partition) for partition in partitions))
 
     def _update_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._lag_updated_at < LAG_UPDATE_INTERVAL_S:
+            return
+        self._lag_updated_at = now
         for partition, tracker in self._offsets.items():
             highwater = self._consumer.highwater(partition)
             if highwater is None:

@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import io
 import logging
+import time
 import uuid
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
@@ -187,7 +188,8 @@ async def prefill(
 class CountingHandler:
     """Wraps a record handler and sets :attr:`all_handled` once ``target`` records were handled.
 
-    The figure's clock stops on that event, not on a poll, so the poll period cannot round it.
+    The figure's clock stops on that event, not on a poll, so the poll period cannot round it. ``first_at`` and
+    ``last_at`` (``time.perf_counter()``) bound the records' flow without the group join before it.
     """
 
     def __init__(self, inner: RecordHandler, target: int) -> None:
@@ -195,11 +197,16 @@ class CountingHandler:
         self.target = target
         self.handled = 0
         self.all_handled = asyncio.Event()
+        self.first_at: float | None = None
+        self.last_at: float | None = None
 
     async def handle(self, record: ConsumerRecord, attempt: int) -> str:
+        if self.first_at is None:
+            self.first_at = time.perf_counter()
         outcome = await self.inner.handle(record, attempt)
         self.handled += 1
         if self.handled >= self.target:
+            self.last_at = time.perf_counter()
             self.all_handled.set()
         return outcome
 
