@@ -64,6 +64,14 @@ class Settings(BaseSettings):
         default=None, ge=0, le=65535, description="Serve Prometheus metrics and liveness on this port."
     )
 
+    def as_environment(self) -> dict[str, str]:
+        """The environment variables that make another process (a worker, the API) read these settings."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump().items():
+            if value is not None:
+                env[name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
+        return env
+
     @field_validator("kafka_bootstrap_servers")
     @classmethod
     def _bootstrap_has_hosts(cls, value: str) -> str:

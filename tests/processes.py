@@ -11,15 +11,6 @@ from pathlib import Path
 from core.settings import Settings
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes a process read ``settings``."""
-    env: dict[str, str] = {}
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            env[name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
-    return env
-
-
 class ServiceProcess:
     """One console-script subprocess reading ``settings`` from its environment, its output in ``log_path``."""
 
@@ -31,7 +22,7 @@ class ServiceProcess:
         self.log_path = log_path
         with log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [executable, *args], env=settings_env(settings), stdout=log, stderr=subprocess.STDOUT
+                [executable, *args], env=settings.as_environment(), stdout=log, stderr=subprocess.STDOUT
             )
 
     def terminate(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
@@ -11,6 +12,7 @@ import ipaddress
 import random
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -358,25 +360,31 @@ async def test_done_job_serves_its_result(api: httpx.AsyncClient, settings: Sett
     assert response.content == result
 
 
-async def test_database_outage_is_503_and_an_acked_job_is_still_accepted(settings: Settings) -> None:
+@contextlib.asynccontextmanager
+async def api_on_store(settings: Settings, store: JobStore) -> AsyncIterator[tuple[httpx.AsyncClient, JobIntake]]:
+    """The API with its job store swapped for ``store`` (closed at the end), reached through httpx."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         services = app.state.services
-        unreachable = JobStore.from_url("postgresql://nobody:secret@127.0.0.1:1/images")  # nothing listens on :1
-        app.state.services = dataclasses.replace(
-            services,
-            jobs=unreachable,
-            intake=JobIntake(settings, unreachable, services.blobs, services.publisher),
+        intake = JobIntake(settings, store, services.blobs, services.publisher)
+        app.state.services = dataclasses.replace(services, jobs=store, intake=intake)
+        try:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as api:
+                yield api, intake
+        finally:
+            await intake.aclose()
+            await store.close()
+
+
+async def test_database_outage_is_503_and_an_acked_job_is_still_accepted(settings: Settings) -> None:
+    unreachable = JobStore.from_url("postgresql://nobody:secret@127.0.0.1:1/images")  # nothing listens on :1
+    async with api_on_store(settings, unreachable) as (api, _):
+        status = await api.get(f"/images/{uuid.uuid4()}")
+        accepted = await api.post("/images", json={"url": "https://example.com/z.png", "filter": "blur"})
+        keyed = await api.post(
+            "/images", json={"url": "https://example.com/z.png", "filter": "blur"}, headers={"Idempotency-Key": "k"}
         )
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
-            status = await api.get(f"/images/{uuid.uuid4()}")
-            accepted = await api.post("/images", json={"url": "https://example.com/z.png", "filter": "blur"})
-            keyed = await api.post(
-                "/images", json={"url": "https://example.com/z.png", "filter": "blur"}, headers={"Idempotency-Key": "k"}
-            )
-            ready = await api.get("/readyz")
-        await unreachable.close()
+        ready = await api.get("/readyz")
 
     assert status.status_code == 503
     assert status.headers["retry-after"] == str(settings.retry_after_s)
@@ -404,24 +412,16 @@ async def test_a_busy_database_does_not_hold_the_202_past_the_send_timeout(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
     settings = make_settings(kafka_bootstrap, tmp_path, send_timeout_s=1.0)
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        services = app.state.services
-        busy = BusyDatabase(settings.database_url)
-        app.state.services = dataclasses.replace(
-            services, jobs=busy, intake=JobIntake(settings, busy, services.blobs, services.publisher)
-        )
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
-            started = time.monotonic()
-            accepted = await api.post("/images", json={"url": "https://example.com/slow.png", "filter": "blur"})
-            elapsed_s = time.monotonic() - started
-            image_id = accepted.json()["id"]
-            assert await busy.get(image_id) is None, "the row is still waiting for the database"
-            busy.unlocked.set()
-        await app.state.services.intake.aclose()  # shutdown waits for rows still being written
+    busy = BusyDatabase(settings.database_url)
+    async with api_on_store(settings, busy) as (api, intake):
+        started = time.monotonic()
+        accepted = await api.post("/images", json={"url": "https://example.com/slow.png", "filter": "blur"})
+        elapsed_s = time.monotonic() - started
+        image_id = accepted.json()["id"]
+        assert await busy.get(image_id) is None, "the row is still waiting for the database"
+        busy.unlocked.set()
+        await intake.aclose()  # shutdown waits for rows still being written
         job = await busy.get(image_id)
-        await busy.close()
 
     assert accepted.status_code == 202
     assert elapsed_s < settings.send_timeout_s + 1.0, "answered at the deadline, not when the database freed up"
@@ -443,23 +443,15 @@ class CountingDatabase(JobStore):
 
 async def test_rows_of_concurrent_requests_share_transactions(settings: Settings) -> None:
     requests = 40
-    app = create_app(settings)
-    async with app.router.lifespan_context(app):
-        services = app.state.services
-        counting = CountingDatabase(settings.database_url)
-        app.state.services = dataclasses.replace(
-            services, jobs=counting, intake=JobIntake(settings, counting, services.blobs, services.publisher)
-        )
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as api:
-            answers = await asyncio.gather(
-                *(
-                    api.post("/images", json={"url": f"https://example.com/{n}.png", "filter": "blur"})
-                    for n in range(requests)
-                )
+    counting = CountingDatabase(settings.database_url)
+    async with api_on_store(settings, counting) as (api, _):
+        answers = await asyncio.gather(
+            *(
+                api.post("/images", json={"url": f"https://example.com/{n}.png", "filter": "blur"})
+                for n in range(requests)
             )
+        )
         jobs = [await counting.get(answer.json()["id"]) for answer in answers]
-        await counting.close()
 
     assert [answer.status_code for answer in answers] == [202] * requests
     assert all(job is not None and job.status is JobStatus.QUEUED for job in jobs), "each 202 has its row"

@@ -32,7 +32,6 @@ from scripts import replay
 from scripts.kafka_local import run_kafka_tool
 from scripts.offset_reset import configure_parser, run
 from tests.conftest import make_settings
-from tests.processes import settings_env
 from tests.worker_support import url_event
 
 CONSUMER_GROUP_COMMAND = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand"
@@ -250,7 +249,7 @@ async def test_export_then_from_file_round_trips(
 
 def use_settings(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
     """Make ``Settings()`` (what ``image-replay`` builds) read ``settings``."""
-    for name, value in settings_env(settings).items():
+    for name, value in settings.as_environment().items():
         monkeypatch.setenv(name, value)
 
 
@@ -311,7 +310,7 @@ def test_usage_errors_exit_2(
 def test_console_script(shared_log: SharedLog) -> None:
     executable = shutil.which("image-replay", path=str(Path(sys.executable).parent))
     assert executable is not None, "image-replay is not installed in this environment"
-    env = {**os.environ, **settings_env(shared_log.settings)}
+    env = {**os.environ, **shared_log.settings.as_environment()}
     argv = [executable, "reset", "--topic", shared_log.topic, "--to-offset", "4", "--json"]
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr

@@ -36,15 +36,6 @@ BARE_UVICORN_OPTIONS = (*UVICORN_OPTIONS, "--timeout-keep-alive", str(KEEP_ALIVE
 WORKER_LOG_LEVEL = "warning"  # one info line per job would put the cost of logging into the figures
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes a process read ``settings`` (the way ``tests/processes.py`` does it)."""
-    env: dict[str, str] = {}
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            env[name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
-    return env
-
-
 class Service:
     """One subprocess with its output in ``log_path``; :meth:`stop` sends SIGTERM, then SIGKILL."""
 
@@ -97,7 +88,7 @@ async def api_server(settings: Settings, folder: Path) -> AsyncIterator[str]:
     """``image-api`` on a free port, ready (broker and database answer); yields its base URL."""
     [port] = free_ports(1)
     argv = [console_script("image-api"), *UVICORN_OPTIONS, "--port", str(port)]
-    service = Service(argv, settings_env(settings), folder / "image-api.log")
+    service = Service(argv, settings.as_environment(), folder / "image-api.log")
     try:
         await wait_http_ok(service, f"http://127.0.0.1:{port}/readyz")
         yield f"http://127.0.0.1:{port}"
@@ -126,7 +117,7 @@ async def worker_processes(settings: Settings, folder: Path, count: int, *args: 
     try:
         for index in range(count):
             argv = [executable, "--log-level", WORKER_LOG_LEVEL, *args]
-            workers.append(Service(argv, settings_env(settings), folder / f"image-worker-{index}.log"))
+            workers.append(Service(argv, settings.as_environment(), folder / f"image-worker-{index}.log"))
         await wait_group_stable(settings, workers)
         yield workers
     finally:

@@ -18,7 +18,7 @@ from core.settings import Settings
 from core.topics import TopicMissing
 from tests.http_servers import Hit, RawHttpServer, Responder, respond, serving
 from tests.kafka_reads import read_topic
-from tests.processes import WorkerProcess, settings_env
+from tests.processes import WorkerProcess
 
 DLQ_METADATA = (
     "dlq.original.topic",
@@ -51,7 +51,7 @@ class EnvWorkerProcess(WorkerProcess):
         with log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "tests.reliability.stand_in_worker"],
-                env=settings_env(settings) | dict(extra_env or {}),
+                env=settings.as_environment() | dict(extra_env or {}),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
