@@ -41,6 +41,15 @@ class WorkerMetrics:
         self.last_poll = Gauge(
             "image_worker_last_poll_timestamp_seconds", "When the poll loop last ran.", registry=self.registry
         )
+        self._outcome_counters: dict[str, Counter] = {}
+
+    def record_finished(self, outcome: str, seconds: float) -> None:
+        """Count one record's outcome and its duration; per record, so the labelled counter is looked up once."""
+        counter = self._outcome_counters.get(outcome)
+        if counter is None:
+            counter = self._outcome_counters[outcome] = self.records.labels(outcome=outcome)
+        counter.inc()
+        self.processing_seconds.observe(seconds)
 
 
 class Liveness:

@@ -26,12 +26,11 @@ import random
 import socket
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
-from prometheus_client import Counter
 
 from consumer.dead_letters import Failure, dead_letter_headers
 from consumer.errors import DependencyUnavailable, JobError, PermanentError, TransientError
@@ -118,7 +117,6 @@ class Worker:
         self._lag_updated_at = 0.0
         # Read when scraped, not set per record: the engine's own cost per record is what bounds a fast handler.
         self.metrics.in_flight.set_function(lambda: self._in_flight)
-        self._outcomes: dict[str, Counter] = {}
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish running jobs, commit and leave the group."""
@@ -256,11 +254,7 @@ class Worker:
                 await self._pause_unless_released(record, delay_s)
             else:
                 break
-        counter = self._outcomes.get(outcome)
-        if counter is None:
-            counter = self._outcomes[outcome] = self.metrics.records.labels(outcome=outcome)
-        counter.inc()
-        self.metrics.processing_seconds.observe(time.monotonic() - started)
+        self.metrics.record_finished(outcome, time.monotonic() - started)
 
     def _backoff_s(self, attempt: int) -> float:
         ceiling = min(self.settings.retry_backoff_max_s, self.settings.retry_backoff_s * 2 ** (attempt - 1))
@@ -280,25 +274,21 @@ class Worker:
         headers = dead_letter_headers(
             record, failure, worker_id=self.worker_id, consumer_group=self.settings.consumer_group
         )
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                async with asyncio.timeout(DLQ_SEND_TIMEOUT_S):
-                    ack = await self._dlq_producer.send(
-                        self.settings.dlq_topic, key=record.key, value=record.value, headers=headers
-                    )
-                    await ack
-                break
-            except (KafkaError, TimeoutError) as exc:
-                delay_s = self._backoff_s(attempt)
-                logger.error(
-                    "could not dead-letter %s (%r); it stays uncommitted, next try in %.2f s",
-                    _describe_record(record),
-                    exc,
-                    delay_s,
+
+        async def send_and_wait_for_ack() -> None:
+            async with asyncio.timeout(DLQ_SEND_TIMEOUT_S):
+                ack = await self._dlq_producer.send(
+                    self.settings.dlq_topic, key=record.key, value=record.value, headers=headers
                 )
-                await self._pause_unless_released(record, delay_s)
+                await ack
+
+        await self._until_done(
+            record,
+            send_and_wait_for_ack,
+            (KafkaError, TimeoutError),
+            "could not dead-letter %s (%r); it stays uncommitted, next try in %.2f s",
+            logging.ERROR,
+        )
         logger.error(
             "Processing %s failed after %d attempt(s): %s: %s; sent to %s",
             _describe_record(record),
@@ -315,23 +305,41 @@ class Worker:
         The dead letter is safe whatever happens here; only the job's status would not say so. The retries end
         when the partition is let go, and the next owner then runs the record (and dead-letters it) again.
         """
+        try:
+            await self._until_done(
+                record,
+                lambda: self.handler.record_failure(record, failure.error, failure.attempts),
+                (TransientError,),
+                "could not record the failure of %s (%s); next try in %.2f s",
+                logging.WARNING,
+            )
+        except _Abandoned:
+            raise
+        except Exception:
+            logger.exception("could not record the failure of %s", _describe_record(record))
+
+    async def _until_done(
+        self,
+        record: ConsumerRecord,
+        operation: Callable[[], Awaitable[None]],
+        retry_on: tuple[type[Exception], ...],
+        retry_message: str,
+        level: int,
+    ) -> None:
+        """Run ``operation`` until it succeeds, backing off with jitter after each error in ``retry_on``.
+
+        ``retry_message`` is logged with the record, the error and the delay. Raises ``_Abandoned`` once the
+        record's partition is let go; other errors propagate.
+        """
         attempt = 0
         while True:
             attempt += 1
             try:
-                await self.handler.record_failure(record, failure.error, failure.attempts)
-            except TransientError as exc:
+                await operation()
+            except retry_on as exc:
                 delay_s = self._backoff_s(attempt)
-                logger.warning(
-                    "could not mark the job of %s failed (%s); next try in %.2f s",
-                    _describe_record(record),
-                    exc,
-                    delay_s,
-                )
+                logger.log(level, retry_message, _describe_record(record), exc, delay_s)
                 await self._pause_unless_released(record, delay_s)
-            except Exception:
-                logger.exception("could not mark the job of %s failed", _describe_record(record))
-                return
             else:
                 return
 
