@@ -1,1 +1,2 @@
-"""Developer and test helper scripts (local services, tooling)."""
+"""Tools around the pipeline: the replay command (replay/), the local Kafka launcher (kafka/), the benchmarks
+(bench/) and the local demo (run_local.py)."""

@@ -1,7 +1,7 @@
 """Run the whole pipeline on this machine: a real Kafka broker, the API and workers, and one sample job.
 
 This is the README's "run it" command. It needs no Docker: the broker is Apache Kafka itself, started from
-its Maven jars by ``scripts/kafka_local.py``. With ``--once`` it exits after the sample job finished (0 when it
+its Maven jars by ``scripts/kafka/local.py``. With ``--once`` it exits after the sample job finished (0 when it
 is done), which is how CI checks that the command works; otherwise it serves until Ctrl-C.
 """
 
@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 from PIL import Image, ImageDraw
 
-from scripts.kafka_local import KafkaLocalError, KafkaNode, broker_ids
+from scripts.kafka.local import KafkaLocalError, KafkaNode, broker_ids
 
 READY_TIMEOUT_S = 60.0
 JOB_TIMEOUT_S = 120.0

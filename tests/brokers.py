@@ -1,7 +1,7 @@
 """Where the test suite's Kafka comes from: one place, never a skip.
 
 ``KAFKA_BOOTSTRAP_SERVERS`` if set; else a testcontainers broker when a Docker engine answers; else a real
-broker from the local launcher (``scripts/kafka_local.py``: Apache Kafka's own jars, run with ``java``).
+broker from the local launcher (``scripts/kafka/local.py``: Apache Kafka's own jars, run with ``java``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from scripts.kafka_local import KafkaNode
+from scripts.kafka.local import KafkaNode
 
 TESTCONTAINERS_IMAGE = "confluentinc/cp-kafka:7.9.0"
 

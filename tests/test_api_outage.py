@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from core.settings import Settings
-from scripts.kafka_local import KafkaNode
+from scripts.kafka.local import KafkaNode
 from tests.conftest import api_client, make_settings
 from tests.kafka_reads import read_topic
 

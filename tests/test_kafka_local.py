@@ -16,8 +16,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import MessageSizeTooLargeError, UnknownTopicOrPartitionError
 
-from scripts.kafka_cli import main
-from scripts.kafka_local import (
+from scripts.kafka.cli import main
+from scripts.kafka.local import (
     KafkaCluster,
     KafkaLocalError,
     KafkaNode,

@@ -28,9 +28,9 @@ from core.jobs import JobStore, processed_events_table
 from core.settings import Settings
 from core.topics import ensure_topics
 from schemas import decode_event, encode_event
-from scripts import replay
-from scripts.kafka_local import run_kafka_tool
-from scripts.offset_reset import configure_parser, run
+from scripts.kafka.local import run_kafka_tool
+from scripts.replay import cli as replay
+from scripts.replay.offset_reset import configure_parser, run
 from tests.conftest import make_settings
 from tests.worker_support import url_event
 

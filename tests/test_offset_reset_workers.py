@@ -18,8 +18,8 @@ from core.processed import processed_among
 from core.settings import Settings
 from core.topics import ensure_topics
 from schemas import ImageProcessV1, encode_event
-from scripts.group_offsets import GroupNotEmptyError, GroupOffsets, Member
-from scripts.offset_reset import configure_parser, run
+from scripts.replay.group_offsets import GroupNotEmptyError, GroupOffsets, Member
+from scripts.replay.offset_reset import configure_parser, run
 from tests.conftest import make_settings
 from tests.image_server import ImageServer
 from tests.worker_support import committed_and_end_offsets, eventually, offsets_all_committed, running_worker, url_event

@@ -20,9 +20,9 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord
 from core.jobs import JobStatus, JobStore
 from core.settings import Settings
 from core.topics import ensure_topics
-from scripts import redrive
-from scripts.dead_letter_reader import committed_offsets, header
-from scripts.redrive import RedriveOptions
+from scripts.replay import redrive
+from scripts.replay.dead_letter_reader import committed_offsets, header
+from scripts.replay.redrive import RedriveOptions
 from tests.conftest import make_settings
 from tests.image_server import ImageServer
 from tests.kafka_reads import read_topic
@@ -339,14 +339,14 @@ async def test_console_script_dry_run_then_execute(settings: Settings) -> None:
 
     code, out, err = await image_replay(settings, "redrive", "--since", "yesterday")
     assert code == 2
-    assert "not an ISO-8601 time" in err
+    assert "not an ISO-8601 date-time" in err
 
 
 def test_replay_main_in_process(
     kafka_bootstrap: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``scripts.replay.main`` with settings from the environment."""
-    from scripts import replay
+    """``image-replay``'s ``main`` with settings from the environment."""
+    from scripts.replay import cli as replay
 
     settings = make_settings(kafka_bootstrap, tmp_path)
     asyncio.run(put_dead_letters(settings, synthetic_letters(3)))

@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 from aiokafka.structs import TopicPartition
 
-from scripts.reset_plan import (
+from scripts.replay.reset_plan import (
     PartitionPlan,
     PartitionState,
     ResetError,

@@ -32,7 +32,7 @@ from scripts.bench import accept, concurrency, end_to_end, machine, report, scal
 from scripts.bench.context import Context, print_progress
 from scripts.bench.results import Benchmark, Comparison, build_comparison, failed_comparison
 from scripts.bench.workload import warm_up_broker
-from scripts.kafka_local import KafkaNode
+from scripts.kafka.local import KafkaNode
 
 T = TypeVar("T")
 

@@ -26,6 +26,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from scripts.arguments import positive_float, positive_int
 from scripts.bench.stats import latency_summary_ms
 
 REQUEST_TIMEOUT_S = 30.0
@@ -102,17 +103,17 @@ class LoadReport:
 def parse_args(argv: Sequence[str] | None = None) -> LoadSpec:
     parser = argparse.ArgumentParser(prog="python -m scripts.bench.loadgen", description=__doc__.split("\n\n")[0])
     parser.add_argument("url", help="where to POST, e.g. http://127.0.0.1:8000/images")
-    parser.add_argument("--connections", type=_positive_int, default=32, help="keep-alive connections at most")
-    parser.add_argument("--duration-s", type=_positive_float, default=5.0, help="measured seconds")
+    parser.add_argument("--connections", type=positive_int, default=32, help="keep-alive connections at most")
+    parser.add_argument("--duration-s", type=positive_float, default=5.0, help="measured seconds")
     parser.add_argument("--warmup-s", type=_non_negative_float, default=1.0, help="unmeasured seconds first")
-    parser.add_argument("--rate", type=_positive_float, dest="rate_per_s", help="open loop at this many req/s")
+    parser.add_argument("--rate", type=positive_float, dest="rate_per_s", help="open loop at this many req/s")
     parser.add_argument("--body", choices=["json", "upload"], default="json", help="JSON {url, filter} or multipart")
     parser.add_argument("--image-url", default=DEFAULT_IMAGE_URL, help="the url of a JSON body")
     parser.add_argument("--filter", default=DEFAULT_FILTER, help="the filter of every job")
-    parser.add_argument("--upload-px", type=_positive_int, default=16, help="side of the uploaded PNG")
+    parser.add_argument("--upload-px", type=positive_int, default=16, help="side of the uploaded PNG")
     parser.add_argument("--expect-status", type=int, default=202, help="the status that counts as success")
     parser.add_argument("--record-ids", action="store_true", help="report each accepted job's id and send time")
-    parser.add_argument("--drain-timeout-s", type=_positive_float, default=10.0, help="open loop: wait for answers")
+    parser.add_argument("--drain-timeout-s", type=positive_float, default=10.0, help="open loop: wait for answers")
     return LoadSpec(**vars(parser.parse_args(argv)))
 
 
@@ -232,20 +233,6 @@ def _body_factory(spec: LoadSpec) -> Callable[[], tuple[Any, dict[str, str]]]:
 def _cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
 
 
 def _non_negative_float(text: str) -> float:

@@ -24,7 +24,7 @@ from aiokafka.errors import KafkaError
 from core.settings import Settings
 from producer.cli import KEEP_ALIVE_TIMEOUT_S
 from scripts.bench.context import BenchError
-from scripts.kafka_local import free_ports
+from scripts.kafka.local import free_ports
 
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0

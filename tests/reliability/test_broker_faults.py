@@ -25,7 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from core.settings import Settings
-from scripts.kafka_local import KafkaCluster, KafkaNode
+from scripts.kafka.local import KafkaCluster, KafkaNode
 from tests.image_server import ImageServer
 from tests.processes import ApiProcess, WorkerProcess
 from tests.reliability.conftest import StartApi, StartWorker

@@ -1,7 +1,7 @@
-"""Support code for ``kafka_local``: the jar cache, Java discovery, the tool runner and small probes.
+"""Support code for :mod:`scripts.kafka.local`: the jar cache, Java discovery, the tool runner and small probes.
 
 Jars are resolved from Maven Central once and cached; everything else here (port checks, the
-Metadata probe, pid checks) is stateless, so ``kafka_local`` can stay about broker lifecycles and
+Metadata probe, pid checks) is stateless, so :mod:`scripts.kafka.local` can stay about broker lifecycles and
 the CLI. Stdlib only.
 """
 
@@ -41,7 +41,7 @@ LOG4J_VERSIONS = {
 }
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 MIN_JAVA_MAJOR = 17
-RESOURCE_DIR = Path(__file__).resolve().parent / "kafka"
+RESOURCE_DIR = Path(__file__).resolve().parent
 TOOLS_LOG4J_CONFIG = RESOURCE_DIR / "tools-log4j2.xml"
 _MARKER = ".complete"
 _MVN_TIMEOUT_S = 1800.0

@@ -27,6 +27,8 @@ from enum import StrEnum
 
 from aiokafka.structs import TopicPartition
 
+from scripts.arguments import parse_aware_datetime
+
 
 class ResetError(Exception):
     """An expected refusal (bad spec, unknown topic, active group, ...): shown as one line, exit code 1."""
@@ -187,14 +189,11 @@ def parse_duration(text: str) -> dt.timedelta:
 
 
 def parse_datetime(text: str) -> dt.datetime:
-    """An ISO-8601 date-time with a zone (``2026-11-27T10:00:00Z``, ``...+01:00``); ResetError otherwise."""
+    """``--to-datetime``: an ISO-8601 date-time with a zone; ResetError otherwise."""
     try:
-        moment = dt.datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ResetError(f"--to-datetime {text!r} is not an ISO-8601 date-time, e.g. 2026-11-27T10:00:00Z") from None
-    if moment.tzinfo is None:
-        raise ResetError(f"--to-datetime {text!r} has no zone: add Z or an offset such as +01:00")
-    return moment
+        return parse_aware_datetime(text)
+    except ValueError as exc:
+        raise ResetError(f"--to-datetime {exc}") from None
 
 
 def epoch_ms(moment: dt.datetime) -> int:

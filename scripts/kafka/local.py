@@ -1,6 +1,6 @@
 """Run real Apache Kafka brokers (KRaft, broker+controller per process) from cached Maven jars.
 
-Used by the pytest fixtures, by developers (``image-kafka start``, see :mod:`scripts.kafka_cli`) and by
+Used by the pytest fixtures, by developers (``image-kafka start``, see :mod:`scripts.kafka.cli`) and by
 fault-injection tests that stop, kill and restart brokers. Needs only the stdlib, Java 17+ and,
 for the first run, Maven: no Docker, no virtualenv.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from .kafka_support import (
+from scripts.kafka.support import (
     RESOURCE_DIR,
     KafkaLocalError,
     broker_ids,
@@ -185,7 +185,7 @@ class KafkaNode:
     def write_config(self) -> Path:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         lines = [f"{k}={v.replace(chr(92), chr(92) * 2)}" for k, v in self.properties().items()]
-        self.config_path.write_text("# written by scripts/kafka_local.py\n" + "\n".join(lines) + "\n", encoding="utf-8")
+        self.config_path.write_text("# written by scripts/kafka/local.py\n" + "\n".join(lines) + "\n", encoding="utf-8")
         return self.config_path
 
     def format_storage(self) -> None:

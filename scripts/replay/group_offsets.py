@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from scripts.reset_plan import ResetError
+from scripts.replay.reset_plan import ResetError
 
 logger = logging.getLogger(__name__)
 

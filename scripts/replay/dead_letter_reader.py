@@ -23,6 +23,7 @@ from aiokafka.errors import KafkaError
 
 from consumer.dead_letters import HEADER_PREFIX as DLQ_PREFIX
 from core.topics import topic_partitions
+from scripts.arguments import parse_aware_datetime
 
 logger = logging.getLogger(__name__)
 
@@ -125,11 +126,12 @@ def failure_time(record: ConsumerRecord) -> dt.datetime:
     """The dead letter's last failure (``dlq.last_failure_at``), else the DLQ record's timestamp."""
     value = header(record, DLQ_PREFIX + "last_failure_at")
     try:
-        parsed = dt.datetime.fromisoformat(value.decode()) if value else None
+        return parse_aware_datetime(value.decode(errors="replace")) if value else _record_time(record)
     except ValueError:
-        parsed = None
-    if parsed is not None and parsed.tzinfo is not None:
-        return parsed
+        return _record_time(record)
+
+
+def _record_time(record: ConsumerRecord) -> dt.datetime:
     return dt.datetime.fromtimestamp(record.timestamp / 1000, dt.UTC)
 
 

@@ -35,7 +35,8 @@ from aiokafka.errors import KafkaError
 
 from core.settings import Settings
 from core.topics import TopicMissing, topic_partitions
-from scripts.dead_letter_reader import (
+from scripts.arguments import aware_datetime, positive_int
+from scripts.replay.dead_letter_reader import (
     DeadLetterFilter,
     MainPosition,
     committed_offsets,
@@ -185,7 +186,7 @@ async def redrive(
     At most once, without transactions: aiokafka speaks the transaction APIs at v0 only, and the workers read
     the main topic read-uncommitted, so copies from an aborted transaction would be processed anyway. Instead,
     after each batch is acked the progress group commits the first offset not yet redriven, with metadata
-    saying from which main-topic offsets copies past it can be found (:mod:`scripts.dead_letter_reader`). A run
+    saying from which main-topic offsets copies past it can be found (:mod:`scripts.replay.dead_letter_reader`). A run
     that dies between the ack and the commit (``between_ack_and_commit`` lets tests raise there) leaves copies
     past the committed offset; the next run reads the main topic from the recorded offsets, finds them by their
     ``redrive.*`` headers and skips their dead letters. Before publishing anything, a run commits that
@@ -302,26 +303,6 @@ async def _publish(
     }
 
 
-def _aware_datetime(text: str) -> dt.datetime:
-    try:
-        parsed = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from None
-    if parsed.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"give a time zone, e.g. {text}Z or {text}+02:00")
-    return parsed
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
-    return value
-
-
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the redrive options to ``parser`` and register :func:`run`."""
     parser.add_argument("--execute", action="store_true", help="re-publish (default: dry run, only count)")
@@ -338,18 +319,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--since",
-        type=_aware_datetime,
+        type=aware_datetime,
         metavar="TIME",
         help="only dead letters that last failed at or after this ISO-8601 time with zone (dlq.last_failure_at; "
         "the DLQ record's timestamp when that header is missing)",
     )
     parser.add_argument(
-        "--until", type=_aware_datetime, metavar="TIME", help="only dead letters that last failed before this time"
+        "--until", type=aware_datetime, metavar="TIME", help="only dead letters that last failed before this time"
     )
-    parser.add_argument("--limit", type=_positive_int, metavar="N", help="redrive at most N dead letters, then stop")
+    parser.add_argument("--limit", type=positive_int, metavar="N", help="redrive at most N dead letters, then stop")
     parser.add_argument(
         "--max-redrives",
-        type=_positive_int,
+        type=positive_int,
         default=3,
         metavar="N",
         help="dead letters whose redrive.count reached N are not redriven again: reported as over the redrive cap "
@@ -357,7 +338,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--group", help="progress group on the DLQ (default: CONSUMER_GROUP + '.redrive')")
     parser.add_argument(
-        "--batch-size", type=_positive_int, default=500, metavar="N", help="dead letters per acked-then-committed batch"
+        "--batch-size", type=positive_int, default=500, metavar="N", help="dead letters per acked-then-committed batch"
     )
     parser.add_argument("--json", action="store_true", help="print the counts as JSON instead of a table")
     parser.set_defaults(run=run)

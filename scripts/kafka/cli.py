@@ -1,6 +1,6 @@
 """``image-kafka``: the local Kafka launcher's command line (start, stop, status, fetch, tool).
 
-The broker lifecycles live in :mod:`scripts.kafka_local`; this module only parses arguments, prints and maps
+The broker lifecycles live in :mod:`scripts.kafka.local`; this module only parses arguments, prints and maps
 expected failures to one-line messages and exit codes.
 """
 
@@ -14,7 +14,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from scripts.kafka_local import (
+from scripts.arguments import positive_int
+from scripts.kafka.local import (
     DEFAULT_START_TIMEOUT_S,
     DEFAULT_STOP_TIMEOUT_S,
     KafkaCluster,
@@ -25,7 +26,7 @@ from scripts.kafka_local import (
     run_kafka_tool,
     stop_data_dir,
 )
-from scripts.kafka_support import DEFAULT_KAFKA_VERSION
+from scripts.kafka.support import DEFAULT_KAFKA_VERSION
 
 TOOL_ALIASES = {
     "topics": "org.apache.kafka.tools.TopicCommand",
@@ -33,12 +34,6 @@ TOOL_ALIASES = {
     "console-consumer": "org.apache.kafka.tools.consumer.ConsoleConsumer",
     "console-producer": "org.apache.kafka.tools.ConsoleProducer",
 }
-
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
 
 
 def _raise_interrupt(_signum: int, _frame: object) -> None:
@@ -129,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 9092, controller 9093; 0 picks free ports)",
     )
     start.add_argument("--data-dir", default="./.kafka-data", help="default ./.kafka-data")
-    start.add_argument("--brokers", type=_positive_int, default=1, help="number of nodes (default 1)")
+    start.add_argument("--brokers", type=positive_int, default=1, help="number of nodes (default 1)")
     start.add_argument("--detach", action="store_true", help="return once ready, leave running")
     start.add_argument("--heap", default="512m", help="JVM heap per node (default 512m)")
     start.add_argument(

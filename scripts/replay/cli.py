@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from core.settings import InvalidSettings, load_settings
-from scripts import offset_reset, redrive
+from scripts.replay import offset_reset, redrive
 
 
 def build_parser() -> argparse.ArgumentParser:

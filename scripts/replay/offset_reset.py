@@ -36,8 +36,8 @@ from core.jobs import JobStore
 from core.processed import forget_processed, processed_among
 from core.settings import Settings
 from schemas import EventDecodeError, decode_event
-from scripts.group_offsets import GroupOffsets, GroupState
-from scripts.reset_plan import (
+from scripts.replay.group_offsets import GroupOffsets, GroupState
+from scripts.replay.reset_plan import (
     PartitionPlan,
     PartitionState,
     ResetError,

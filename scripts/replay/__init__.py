@@ -1,0 +1,1 @@
+"""``image-replay``: reset the workers' offsets and redrive dead letters (the production replay tool)."""
