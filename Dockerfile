@@ -1,14 +1,16 @@
-# One image for the API and the workers; compose.yaml chooses the command.
+# One image for the API, the workers and image-replay; compose.yaml chooses the command. The local Kafka
+# launcher (scripts/kafka) and the benchmarks (scripts/bench) are development tools and stay out of it.
 FROM python:3.11-slim
 WORKDIR /app
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY core core
 COPY producer producer
 COPY consumer consumer
 COPY schemas schemas
-COPY scripts scripts
-RUN pip install --no-cache-dir .
+COPY scripts/__init__.py scripts/arguments.py scripts/
+COPY scripts/replay scripts/replay
+RUN pip install --no-cache-dir --constraint constraints.txt .
 RUN useradd --create-home --uid 10001 app && mkdir -p /data && chown app /data
 USER app
 ENV STORAGE_DIR=/data/blobs

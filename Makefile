@@ -4,12 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test lint format kafka bench clean
+.PHONY: install run test lint format kafka bench lock clean
 
-$(INSTALLED): pyproject.toml
+# constraints.txt pins every package to the versions the suite last passed with, so an upstream release cannot
+# change what CI installs; `make lock` moves them to the newest releases pyproject.toml allows.
+$(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --constraint constraints.txt -e '.[dev]'
 	touch $@
 
 install: $(INSTALLED)  ## Create .venv with the project and its dev tools.
@@ -34,6 +36,15 @@ kafka: install  ## Only a local Kafka broker on :9092, in the foreground.
 
 bench: install  ## Benchmarks as ratios against limits measured in the same run (ARGS="--quick --runs 1").
 	$(BIN)/python -m scripts.bench $(ARGS)
+
+lock:  ## Re-resolve constraints.txt to the newest versions pyproject.toml allows (then run make test).
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet '.[dev]'
+	{ echo '# Every package version CI and the Docker image install, as tested (pip constraints; refresh: make lock).'; \
+	  .lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^image-pipeline'; } > constraints.txt
+	rm -rf .lock-venv
 
 clean:
 	rm -rf $(VENV) data .kafka-data build *.egg-info .pytest_cache .mypy_cache .ruff_cache
