@@ -1,54 +1,151 @@
 """Dead letters: a poison record, unchanged, on the DLQ topic with what is needed to debug and redrive it.
 
-The key and value are copied byte for byte (a redrive re-publishes them as they were); the original headers
-are kept, and ``dlq.*`` headers say where the record came from, how it failed and who gave up on it.
+- The key and value are copied byte for byte (a redrive re-publishes them as they were); the original headers
+  are kept, and the ``dlq.*`` headers of :class:`schemas.DeadLetterHeader` say where the record came from, how
+  it failed (with a stable error code) and who gave up on it.
+- The record's offset may be committed only after the DLQ acked the dead letter. A write that fails is tried
+  again until it is acked or the partition is let go (then the next owner dead-letters the record), so nothing
+  is lost between the two topics.
+- The job is then marked failed, retried while the database is unavailable; the dead letter is safe whatever
+  happens to that status.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import asyncio
+import logging
 import traceback
-from dataclasses import dataclass
 
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka.errors import KafkaError
+
+from consumer.errors import TransientError, error_code
+from consumer.partitions import Abandoned, OwnedPartition
+from consumer.records import coordinates
+from consumer.retry import Failure, RecordHandler, RetryPolicy, until_done
+from core.settings import Settings
+from schemas import DEAD_LETTER_PREFIX, DeadLetterHeader
+
+logger = logging.getLogger(__name__)
 
 MAX_TRACEBACK_BYTES = 4096
 MAX_MESSAGE_BYTES = 1024
-HEADER_PREFIX = "dlq."
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    """How a record failed: the last error and when the attempts happened."""
-
-    error: BaseException
-    attempts: int
-    first_failure_at: dt.datetime
-    last_failure_at: dt.datetime
+SEND_TIMEOUT_S = 10.0
 
 
 def dead_letter_headers(
     record: ConsumerRecord, failure: Failure, *, worker_id: str, consumer_group: str
 ) -> list[tuple[str, bytes]]:
-    """The original headers followed by the ``dlq.*`` ones."""
+    """The original headers (less any earlier ``dlq.*``) followed by this failure's ``dlq.*`` ones."""
     error = failure.error
     trace = "".join(traceback.format_exception(error))
     described = {
-        "original.topic": record.topic,
-        "original.partition": str(record.partition),
-        "original.offset": str(record.offset),
-        "original.timestamp": str(record.timestamp),
-        "error.class": f"{type(error).__module__}.{type(error).__qualname__}",
-        "error.message": _bounded(str(error), MAX_MESSAGE_BYTES),
-        "error.traceback": _bounded(trace, MAX_TRACEBACK_BYTES, keep_end=True),
-        "attempts": str(failure.attempts),
-        "first_failure_at": failure.first_failure_at.isoformat(),
-        "last_failure_at": failure.last_failure_at.isoformat(),
-        "worker_id": worker_id,
-        "consumer_group": consumer_group,
+        DeadLetterHeader.ORIGINAL_TOPIC: record.topic,
+        DeadLetterHeader.ORIGINAL_PARTITION: str(record.partition),
+        DeadLetterHeader.ORIGINAL_OFFSET: str(record.offset),
+        DeadLetterHeader.ORIGINAL_TIMESTAMP: str(record.timestamp),
+        DeadLetterHeader.ERROR_CODE: error_code(error).value,
+        DeadLetterHeader.ERROR_CLASS: f"{type(error).__module__}.{type(error).__qualname__}",
+        DeadLetterHeader.ERROR_MESSAGE: _bounded(str(error), MAX_MESSAGE_BYTES),
+        DeadLetterHeader.ERROR_TRACEBACK: _bounded(trace, MAX_TRACEBACK_BYTES, keep_end=True),
+        DeadLetterHeader.ATTEMPTS: str(failure.attempts),
+        DeadLetterHeader.FIRST_FAILURE_AT: failure.first_failure_at.isoformat(),
+        DeadLetterHeader.LAST_FAILURE_AT: failure.last_failure_at.isoformat(),
+        DeadLetterHeader.WORKER_ID: worker_id,
+        DeadLetterHeader.CONSUMER_GROUP: consumer_group,
     }
-    original = [(key, value) for key, value in record.headers if not key.startswith(HEADER_PREFIX)]
-    return original + [(HEADER_PREFIX + key, value.encode()) for key, value in described.items()]
+    original = [(key, value) for key, value in record.headers if not key.startswith(DEAD_LETTER_PREFIX)]
+    return original + [(name.value, value.encode()) for name, value in described.items()]
+
+
+class DeadLetterQueue:
+    """The worker's DLQ producer: publishes dead letters until acked, then has their jobs marked failed."""
+
+    def __init__(self, settings: Settings, handler: RecordHandler, policy: RetryPolicy, *, worker_id: str) -> None:
+        self._settings = settings
+        self._handler = handler
+        self._policy = policy
+        self._worker_id = worker_id
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            enable_idempotence=True,
+            acks="all",
+            client_id=f"image-worker-dlq-{worker_id}",
+        )
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        """Stop the producer, bounded: with idempotence it would wait forever for an absent broker."""
+        try:
+            async with asyncio.timeout(SEND_TIMEOUT_S):
+                await self._producer.stop()
+        except TimeoutError:
+            logger.warning("DLQ producer did not stop within %s s", SEND_TIMEOUT_S)
+
+    async def dead_letter(self, record: ConsumerRecord, partition: OwnedPartition, failure: Failure) -> None:
+        """Publish ``record`` to the DLQ and wait for the ack, then mark its job failed.
+
+        Raises :class:`consumer.partitions.Abandoned` if the partition is let go before the DLQ acked.
+        """
+        headers = dead_letter_headers(
+            record, failure, worker_id=self._worker_id, consumer_group=self._settings.consumer_group
+        )
+
+        async def send_and_wait_for_ack() -> None:
+            async with asyncio.timeout(SEND_TIMEOUT_S):
+                ack = await self._producer.send(
+                    self._settings.dlq_topic, key=record.key, value=record.value, headers=headers
+                )
+                await ack
+
+        def on_refused(exc: Exception, delay_s: float) -> None:
+            logger.error(
+                "could not dead-letter record %s (%r); it stays uncommitted, next try in %.2f s",
+                coordinates(record),
+                exc,
+                delay_s,
+            )
+
+        await until_done(
+            send_and_wait_for_ack,
+            (KafkaError, TimeoutError),
+            policy=self._policy,
+            partition=partition,
+            on_retry=on_refused,
+        )
+        logger.error(
+            "Processing record %s failed after %d attempt(s): %s: %s; sent to %s",
+            coordinates(record),
+            failure.attempts,
+            type(failure.error).__name__,
+            failure.error,
+            self._settings.dlq_topic,
+        )
+        await self._mark_failed(record, partition, failure)
+
+    async def _mark_failed(self, record: ConsumerRecord, partition: OwnedPartition, failure: Failure) -> None:
+        """The retries end when the partition is let go; its next owner then runs the record (and dead-letters it)
+        again."""
+
+        def on_unavailable(exc: Exception, delay_s: float) -> None:
+            logger.warning(
+                "could not record the failure of record %s (%s); next try in %.2f s", coordinates(record), exc, delay_s
+            )
+
+        try:
+            await until_done(
+                lambda: self._handler.record_failure(record, failure.error, failure.attempts),
+                (TransientError,),
+                policy=self._policy,
+                partition=partition,
+                on_retry=on_unavailable,
+            )
+        except Abandoned:
+            raise
+        except Exception:
+            logger.exception("could not record the failure of record %s", coordinates(record))
 
 
 def _bounded(text: str, limit_bytes: int, *, keep_end: bool = False) -> str:

@@ -6,13 +6,23 @@ the dependency answers, without spending the record's attempts: an outage of the
 store is no fault of the event, and dead-lettering every record for it would flood the DLQ. Anything else is a
 bug, retried like a transient error (it may be a passing condition the code did not foresee) and dead-lettered
 when the attempts run out.
+
+Each class names its stable :class:`schemas.ErrorCode`, which dead letters carry and redrives filter by.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar, Final
+
+from schemas import ErrorCode
+
+MAX_ERROR_CHARS: Final = 500
+
 
 class JobError(Exception):
     """Base of the job failures the worker knows how to handle."""
+
+    code: ClassVar[ErrorCode] = ErrorCode.UNEXPECTED
 
 
 class TransientError(JobError):
@@ -25,3 +35,31 @@ class PermanentError(JobError):
 
 class DependencyUnavailable(TransientError):
     """The worker's own database or blob store is failing, not the event: retry until it answers again."""
+
+
+class UndecodableEvent(PermanentError):
+    """The record is not an ``image_process`` event: not UTF-8 JSON, or not matching its schema."""
+
+    code = ErrorCode.UNDECODABLE
+
+
+class UnsupportedEvent(PermanentError):
+    """A well-formed event of a type or version this worker does not know (e.g. from a newer producer)."""
+
+    code = ErrorCode.UNSUPPORTED_VERSION
+
+
+def error_code(error: BaseException) -> ErrorCode:
+    """The stable code of ``error``; anything the worker did not classify is ``unexpected``."""
+    return error.code if isinstance(error, JobError) else ErrorCode.UNEXPECTED
+
+
+def describe(error: BaseException) -> str:
+    """The error's message, or its class name when it has none."""
+    return str(error) or type(error).__name__
+
+
+def describe_error(error: BaseException) -> str:
+    """``ErrorClass: message``, short enough for the job row and a DLQ header."""
+    text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."

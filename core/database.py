@@ -7,8 +7,9 @@ the async driver, so one setting serves the API, the workers and the tools.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+import sqlalchemy.exc
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -16,6 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
+
+# PostgreSQL SQLSTATEs worth another try: connection exceptions (08), insufficient resources (53), operator
+# intervention such as a restart (57), serialization failure, deadlock, lock not available.
+_TRANSIENT_SQLSTATE_CLASSES: Final = frozenset({"08", "53", "57"})
+_TRANSIENT_SQLSTATES: Final = frozenset({"40001", "40P01", "55P03"})
 
 
 def async_database_url(database_url: str) -> URL:
@@ -49,3 +55,17 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def is_transient_database_error(error: BaseException) -> bool:
+    """Whether a database error may pass: a locked SQLite file, a lost or restarting PostgreSQL, a serialization
+    failure or deadlock. Constraint violations and SQL errors are bugs and are not retried as transient."""
+    if isinstance(error, sqlalchemy.exc.DBAPIError):
+        if error.connection_invalidated or isinstance(error, sqlalchemy.exc.OperationalError):
+            return True
+        sqlstate = getattr(error.orig, "sqlstate", None)
+        return isinstance(sqlstate, str) and (
+            sqlstate in _TRANSIENT_SQLSTATES or sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES
+        )
+    # SQLAlchemy wraps driver errors in DBAPIError; a refused connection may surface as a bare OSError.
+    return isinstance(error, sqlalchemy.exc.TimeoutError | OSError)

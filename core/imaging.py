@@ -13,7 +13,16 @@ from typing import Final
 
 from PIL import Image, UnidentifiedImageError
 
-ALLOWED_IMAGE_FORMATS: Final = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF")
+# Pillow's format names, each with the media type clients send it as.
+IMAGE_MEDIA_TYPES: Final = {
+    "PNG": "image/png",
+    "JPEG": "image/jpeg",
+    "GIF": "image/gif",
+    "WEBP": "image/webp",
+    "BMP": "image/bmp",
+    "TIFF": "image/tiff",
+}
+ALLOWED_IMAGE_FORMATS: Final = tuple(IMAGE_MEDIA_TYPES)
 
 
 class UnsupportedImage(ValueError):

@@ -1,4 +1,4 @@
-"""The jobs table: what clients poll, what the API records on accept and the workers update.
+"""The job store: what clients poll, what the API records on accept and the workers update.
 
 The API writes a job only after the broker acked its event. A worker may have picked the event up and written
 its status first; the API's late ``queued`` then only fills in how the job was requested.
@@ -16,15 +16,9 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
-    Column,
     ColumnElement,
-    DateTime,
     Executable,
-    Integer,
-    MetaData,
-    String,
     Table,
-    Text,
     bindparam,
     select,
     text,
@@ -34,34 +28,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.database import create_engine
-
-metadata = MetaData()
-
-jobs_table = Table(
-    "jobs",
-    metadata,
-    Column("image_id", String(36), primary_key=True),
-    Column("status", String(16), nullable=False),
-    Column("filter", String(32), nullable=False),
-    Column("source_url", Text, nullable=True),
-    Column("blob_key", String(512), nullable=True),
-    Column("request_fingerprint", String(64), nullable=True),
-    Column("requested_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-    Column("started_at", DateTime(timezone=True), nullable=True),
-    Column("finished_at", DateTime(timezone=True), nullable=True),
-    Column("attempts", Integer, nullable=False, default=0),
-    Column("error", Text, nullable=True),
-    Column("result_key", String(512), nullable=True),
-)
-
-processed_events_table = Table(
-    "processed_events",
-    metadata,
-    Column("event_id", String(36), primary_key=True),
-    Column("image_id", String(36), nullable=False),
-    Column("processed_at", DateTime(timezone=True), nullable=False),
-)
+from core.tables import jobs_table, metadata, processed_events_table
+from schemas import BlobSource, ImageProcessEvent, UrlSource
 
 # What the API writes over a row a worker created first: how the job was requested.
 _REQUEST_COLUMNS = ("filter", "source_url", "blob_key", "request_fingerprint", "requested_at")
@@ -97,6 +65,30 @@ class Job:
     attempts: int = 0
     error: str | None = None
     result_key: str | None = None
+
+    @classmethod
+    def from_event(
+        cls,
+        event: ImageProcessEvent,
+        status: JobStatus,
+        *,
+        now: dt.datetime,
+        attempts: int = 0,
+        request_fingerprint: str | None = None,
+    ) -> Job:
+        """The job an event describes; only the API knows the request's fingerprint."""
+        source = event.source
+        return cls(
+            image_id=str(event.image_id),
+            status=status,
+            filter=event.filter.value,
+            source_url=str(source.url) if isinstance(source, UrlSource) else None,
+            blob_key=source.key if isinstance(source, BlobSource) else None,
+            request_fingerprint=request_fingerprint,
+            requested_at=event.requested_at,
+            updated_at=now,
+            attempts=attempts,
+        )
 
 
 def utc_now() -> dt.datetime:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from sqlalchemy import delete, inspect, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.jobs import processed_events_table
+from core.tables import processed_events_table
 
 CHUNK_SIZE = 500
 

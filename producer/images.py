@@ -9,108 +9,24 @@ from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
 
 from core.jobs import Job, JobStatus
+from producer import openapi
 from producer.body import UnsupportedMediaType, read_job_request
 from producer.deps import ServicesDep
 from producer.intake import IdempotencyKeyReused
-from producer.models import ImageJobRequest, JobAccepted, JobSource, JobView, Problem
+from producer.models import JobAccepted, JobSource, JobView
 from producer.publisher import BrokerUnavailable
-from schemas import FilterName
 
 router = APIRouter(prefix="/images", tags=["images"])
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
 
-def _inline_definitions(schema: dict[str, Any]) -> dict[str, Any]:
-    """``schema`` with its local ``$defs`` references replaced by the definitions (OpenAPI cannot resolve them)."""
-    definitions = schema.pop("$defs", {})
-
-    def inline(node: Any) -> Any:
-        if isinstance(node, dict):
-            reference = node.get("$ref", "")
-            if reference.startswith("#/$defs/"):
-                return inline(definitions[reference.removeprefix("#/$defs/")])
-            return {key: inline(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [inline(item) for item in node]
-        return node
-
-    result: dict[str, Any] = inline(schema)
-    return result
-
-
-_IMAGE_MEDIA_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "image/tiff")
-_UPLOAD_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["file", "filter"],
-    "properties": {
-        "file": {"type": "string", "format": "binary", "description": "The image (PNG, JPEG, GIF, WEBP, ...)."},
-        "filter": {"type": "string", "enum": [name.value for name in FilterName]},
-    },
-}
-_SUBMIT_BODY: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {"schema": _inline_definitions(ImageJobRequest.model_json_schema())},
-            "multipart/form-data": {
-                "schema": _UPLOAD_SCHEMA,
-                "encoding": {"file": {"contentType": ", ".join(_IMAGE_MEDIA_TYPES)}},
-            },
-        },
-    }
-}
-
-
-_RETRY_AFTER: dict[str, Any] = {
-    "Retry-After": {"description": "Seconds to wait before retrying.", "required": True, "schema": {"type": "integer"}}
-}
-_STORE_UNAVAILABLE: dict[str, Any] = {
-    "model": Problem,
-    "description": "The job store is unavailable; retry after Retry-After.",
-    "headers": _RETRY_AFTER,
-}
-_ACCEPTED: dict[str, Any] = {
-    "model": JobAccepted,
-    "description": "The job is in the event log; poll `status_url`.",
-    "headers": {
-        "Location": {"description": "The job's status URL.", "required": True, "schema": {"type": "string"}},
-        "Idempotent-Replayed": {
-            "description": "Present on a retry with the same Idempotency-Key: the job it names already existed.",
-            "schema": {"type": "string", "enum": ["true"]},
-        },
-    },
-    # What a client does next with the id (OpenAPI links; API test tools follow them too).
-    "links": {
-        "GetStatus": {
-            "operationRef": "#/paths/~1images~1{image_id}/get",
-            "parameters": {"image_id": "$response.body#/id"},
-        },
-        "GetResult": {
-            "operationRef": "#/paths/~1images~1{image_id}~1result/get",
-            "parameters": {"image_id": "$response.body#/id"},
-        },
-    },
-}
-
-
 @router.post(
     "",
     status_code=202,
     summary="Submit an image job",
-    openapi_extra=_SUBMIT_BODY,
-    responses={
-        202: _ACCEPTED,
-        409: {"model": Problem, "description": "The Idempotency-Key was already used for a different request."},
-        415: {"model": Problem, "description": "The body is neither JSON nor multipart/form-data."},
-        503: {
-            "model": Problem,
-            "description": "The event log did not ack in time, or the job store is unavailable; retry after "
-            "Retry-After.",
-            "headers": _RETRY_AFTER,
-        },
-    },
+    openapi_extra=openapi.SUBMIT_BODY,
+    responses=openapi.SUBMIT_RESPONSES,
 )
 async def submit_image(
     request: Request,
@@ -155,7 +71,7 @@ async def submit_image(
     return JSONResponse(body.model_dump(mode="json"), status_code=202, headers=headers)
 
 
-@router.get("/{image_id}", responses={404: {"model": Problem}, 503: _STORE_UNAVAILABLE}, summary="Read a job's status")
+@router.get("/{image_id}", responses=openapi.STATUS_RESPONSES, summary="Read a job's status")
 async def read_status(image_id: UUID, services: ServicesDep) -> JobView:
     job = await services.jobs.get(str(image_id))
     if job is None:
@@ -167,12 +83,7 @@ async def read_status(image_id: UUID, services: ServicesDep) -> JobView:
     "/{image_id}/result",
     summary="Download the processed image",
     response_class=FileResponse,
-    responses={
-        200: {"content": {"image/png": {}}, "description": "The processed image."},
-        404: {"model": Problem},
-        409: {"model": Problem, "description": "The job is not done (yet)."},
-        503: _STORE_UNAVAILABLE,
-    },
+    responses=openapi.RESULT_RESPONSES,
 )
 async def read_result(image_id: UUID, services: ServicesDep) -> Any:
     job = await services.jobs.get(str(image_id))

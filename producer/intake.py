@@ -73,7 +73,7 @@ class JobIntake:
     async def submit(
         self, source: str | Upload, image_filter: FilterName, idempotency_key: str | None = None
     ) -> Acceptance:
-        """Accept one job; raises ``BrokerUnavailable`` (answer 503) or ``IdempotencyKeyReused`` (422)."""
+        """Accept one job; raises ``BrokerUnavailable`` (answer 503) or ``IdempotencyKeyReused`` (answer 409)."""
         deadline = time.monotonic() + self._settings.send_timeout_s
         fingerprint = _fingerprint(source, image_filter)
         if idempotency_key is None:
@@ -106,16 +106,7 @@ class JobIntake:
             value=encode_event(event),
             headers=event_headers(event),
         )
-        job = Job(
-            image_id=str(image_id),
-            status=JobStatus.QUEUED,
-            filter=image_filter.value,
-            source_url=str(event_source.url) if isinstance(event_source, UrlSource) else None,
-            blob_key=event_source.key if isinstance(event_source, BlobSource) else None,
-            request_fingerprint=fingerprint,
-            requested_at=now,
-            updated_at=now,
-        )
+        job = Job.from_event(event, JobStatus.QUEUED, now=now, request_fingerprint=fingerprint)
         written = self._rows.write(job)
         try:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):

@@ -1,5 +1,6 @@
-"""Versioned event models shared by the producer and the consumer."""
+"""The contract of both sides: versioned event models, header names and dead-letter error codes."""
 
+from schemas.errors import ErrorCode, dead_letter_error_code
 from schemas.events import (
     BlobSource,
     EventDecodeError,
@@ -14,18 +15,34 @@ from schemas.events import (
     event_headers,
 )
 from schemas.filters import FilterName
+from schemas.headers import (
+    DEAD_LETTER_PREFIX,
+    REDRIVE_PREFIX,
+    DeadLetterHeader,
+    EventHeader,
+    RedriveHeader,
+    last_header,
+)
 
 __all__ = [
+    "DEAD_LETTER_PREFIX",
+    "REDRIVE_PREFIX",
     "BlobSource",
+    "DeadLetterHeader",
+    "ErrorCode",
     "EventDecodeError",
+    "EventHeader",
     "FilterName",
     "ImageProcessEvent",
     "ImageProcessV1",
     "ImageSource",
     "MalformedEvent",
+    "RedriveHeader",
     "UnsupportedEventVersion",
     "UrlSource",
+    "dead_letter_error_code",
     "decode_event",
     "encode_event",
     "event_headers",
+    "last_header",
 ]

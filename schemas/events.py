@@ -15,6 +15,7 @@ from uuid import UUID
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, HttpUrl, UrlConstraints, ValidationError
 
 from schemas.filters import FilterName
+from schemas.headers import EventHeader
 
 EVENT_TYPE: Final = "image_process"
 CONTENT_TYPE: Final = "application/json"
@@ -89,9 +90,9 @@ def encode_event(event: ImageProcessEvent) -> bytes:
 def event_headers(event: ImageProcessEvent) -> list[tuple[str, bytes]]:
     """Record headers that let tools route or filter without parsing the value."""
     return [
-        ("content-type", CONTENT_TYPE.encode()),
-        ("event-type", event.type.encode()),
-        ("event-version", str(event.version).encode()),
+        (EventHeader.CONTENT_TYPE.value, CONTENT_TYPE.encode()),
+        (EventHeader.EVENT_TYPE.value, event.type.encode()),
+        (EventHeader.EVENT_VERSION.value, str(event.version).encode()),
     ]
 
 

@@ -22,8 +22,9 @@ from sqlalchemy import update
 
 from core.addresses import literal_ip, literal_ip_blocked
 from core.blobs import BlobStore
-from core.jobs import Job, JobStatus, JobStore, jobs_table
+from core.jobs import Job, JobStatus, JobStore
 from core.settings import Settings
+from core.tables import jobs_table
 from producer.app import create_app
 from producer.intake import JobIntake
 from schemas import BlobSource, UrlSource, decode_event

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from consumer.download import BlockedUrl, HttpClientError
 from consumer.errors import PermanentError, TransientError
-from consumer.fetch import BlockedUrl, HttpClientError
-from consumer.handler import JobHandler, Outcome
+from consumer.handler import JobHandler
+from consumer.outcomes import Outcome
 from core.blobs import BlobStore
 from core.jobs import Job, JobStatus, JobStore, utc_now
 from core.settings import Settings

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy.exc
 
-from consumer.errors import DependencyUnavailable
-from consumer.handler import JobHandler, describe_error, is_transient_database_error
+from consumer.errors import DependencyUnavailable, describe_error
+from consumer.handler import JobHandler
 from core.blobs import BlobStore
+from core.database import is_transient_database_error
 from core.jobs import JobStore
 from tests.conftest import make_settings
 from tests.image_events import event_record, url_event

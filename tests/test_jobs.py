@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import func, insert, select, update
 
 from core.database import async_database_url
-from core.jobs import Job, JobStatus, JobStore, jobs_table, processed_events_table, utc_now
+from core.jobs import Job, JobStatus, JobStore, utc_now
+from core.tables import jobs_table, processed_events_table
 
 
 @pytest.fixture

@@ -24,8 +24,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
-from core.jobs import JobStore, processed_events_table
+from core.jobs import JobStore
 from core.settings import Settings
+from core.tables import processed_events_table
 from core.topics import ensure_topics
 from schemas import decode_event, encode_event
 from scripts.kafka.local import run_kafka_tool

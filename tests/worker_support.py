@@ -17,8 +17,9 @@ from sqlalchemy import func, select
 from consumer.handler import JobHandler
 from consumer.worker import Worker
 from core.blobs import BlobStore
-from core.jobs import JobStatus, JobStore, jobs_table, processed_events_table
+from core.jobs import JobStatus, JobStore
 from core.settings import Settings
+from core.tables import jobs_table, processed_events_table
 from core.topics import ensure_topics, topic_partitions
 from schemas import FilterName, ImageProcessV1, UrlSource, encode_event, event_headers
 

@@ -15,7 +15,7 @@ import time
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-from consumer.worker import RecordHandler
+from consumer.retry import RecordHandler
 from core.settings import Settings
 
 POLL_TIMEOUT_MS = 100

@@ -17,7 +17,8 @@ import time
 from aiokafka import AIOKafkaConsumer
 
 from consumer.handler import JobHandler
-from consumer.worker import RecordHandler, Worker
+from consumer.retry import RecordHandler
+from consumer.worker import Worker
 from core.blobs import BlobStore
 from core.jobs import JobStore
 from core.settings import Settings

@@ -24,10 +24,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from PIL import Image, ImageDraw
 from sqlalchemy import select
 
-from consumer.worker import RecordHandler
+from consumer.retry import RecordHandler
 from core.blobs import BlobStore
-from core.jobs import JobStatus, JobStore, jobs_table
+from core.jobs import JobStatus, JobStore
 from core.settings import Settings
+from core.tables import jobs_table
 from core.topics import ensure_topics
 from schemas import BlobSource, FilterName, ImageProcessEvent, encode_event, event_headers
 from scripts.bench.context import BenchError

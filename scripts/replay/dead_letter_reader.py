@@ -21,20 +21,19 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from consumer.dead_letters import HEADER_PREFIX as DLQ_PREFIX
 from core.topics import topic_partitions
+from schemas import (
+    DEAD_LETTER_PREFIX,
+    REDRIVE_PREFIX,
+    DeadLetterHeader,
+    RedriveHeader,
+    dead_letter_error_code,
+    last_header,
+)
 from scripts.arguments import parse_aware_datetime
 
 logger = logging.getLogger(__name__)
 
-NO_ERROR_CLASS = "(none)"
-REDRIVE_PREFIX = "redrive."
-COUNT_HEADER = "redrive.count"
-GROUP_HEADER = "redrive.group"
-DLQ_TOPIC_HEADER = "redrive.dlq.topic"
-DLQ_PARTITION_HEADER = "redrive.dlq.partition"
-DLQ_OFFSET_HEADER = "redrive.dlq.offset"
-AT_HEADER = "redrive.at"
 METADATA_VERSION = 1
 FETCH_TIMEOUT_MS = 500
 COORDINATOR_WAIT_S = 15.0
@@ -73,28 +72,28 @@ def decode_scan_from(metadata: str | None) -> dict[int, int] | None:
 
 
 def header(record: ConsumerRecord, name: str) -> bytes | None:
-    """The last value of header ``name`` (a dead letter keeps original headers, so later ones win)."""
-    found = None
-    for key, value in record.headers:
-        if key == name:
-            found = value
-    return found
+    """The last value of header ``name`` on ``record``."""
+    return last_header(record.headers, name)
 
 
 @dataclass(frozen=True, slots=True)
 class DeadLetterFilter:
     """Which dead letters an operator asked for; filters combine with AND, values of one filter with OR.
 
-    An error class matches ``dlq.error.class`` in full or by its last dotted part (``HttpClientError``); image
-    ids match the record key; ``since`` (inclusive) and ``until`` (exclusive) apply to :func:`failure_time`.
+    An error code matches :func:`schemas.dead_letter_error_code` (older dead letters' codes are derived from their
+    class); an error class matches ``dlq.error.class`` in full or by its last dotted part (``HttpClientError``);
+    image ids match the record key; ``since`` (inclusive) and ``until`` (exclusive) apply to :func:`failure_time`.
     """
 
+    error_codes: tuple[str, ...] = ()
     error_classes: tuple[str, ...] = ()
     image_ids: tuple[str, ...] = ()
     since: dt.datetime | None = None
     until: dt.datetime | None = None
 
     def matches(self, record: ConsumerRecord) -> bool:
+        if self.error_codes and error_code(record) not in self.error_codes:
+            return False
         if self.error_classes:
             name = error_class(record)
             if not any(wanted in (name, name.rsplit(".", 1)[-1]) for wanted in self.error_classes):
@@ -110,21 +109,26 @@ class DeadLetterFilter:
         return True
 
 
+def error_code(record: ConsumerRecord) -> str:
+    """The dead letter's stable error code (``dlq.error.code``, or derived from an older letter's class)."""
+    return dead_letter_error_code(record.headers)
+
+
 def error_class(record: ConsumerRecord) -> str:
-    value = header(record, DLQ_PREFIX + "error.class")
-    return value.decode(errors="replace") if value else NO_ERROR_CLASS
+    value = header(record, DeadLetterHeader.ERROR_CLASS)
+    return value.decode(errors="replace") if value else ""
 
 
 def redrive_count(record: ConsumerRecord) -> int:
     try:
-        return int(header(record, COUNT_HEADER) or b"0")
+        return int(header(record, RedriveHeader.COUNT) or b"0")
     except ValueError:
         return 0
 
 
 def failure_time(record: ConsumerRecord) -> dt.datetime:
     """The dead letter's last failure (``dlq.last_failure_at``), else the DLQ record's timestamp."""
-    value = header(record, DLQ_PREFIX + "last_failure_at")
+    value = header(record, DeadLetterHeader.LAST_FAILURE_AT)
     try:
         return parse_aware_datetime(value.decode(errors="replace")) if value else _record_time(record)
     except ValueError:
@@ -137,15 +141,15 @@ def _record_time(record: ConsumerRecord) -> dt.datetime:
 
 def copy_headers(record: ConsumerRecord, group: str, dlq_topic: str) -> list[tuple[str, bytes]]:
     """The original headers (no ``dlq.*``, no earlier ``redrive.*``) and where this copy comes from."""
-    kept = [(k, v) for k, v in record.headers if not k.startswith((DLQ_PREFIX, REDRIVE_PREFIX))]
+    kept = [(k, v) for k, v in record.headers if not k.startswith((DEAD_LETTER_PREFIX, REDRIVE_PREFIX))]
     return [
         *kept,
-        (COUNT_HEADER, str(redrive_count(record) + 1).encode()),
-        (GROUP_HEADER, group.encode()),
-        (DLQ_TOPIC_HEADER, dlq_topic.encode()),
-        (DLQ_PARTITION_HEADER, str(record.partition).encode()),
-        (DLQ_OFFSET_HEADER, str(record.offset).encode()),
-        (AT_HEADER, dt.datetime.now(dt.UTC).isoformat().encode()),
+        (RedriveHeader.COUNT.value, str(redrive_count(record) + 1).encode()),
+        (RedriveHeader.GROUP.value, group.encode()),
+        (RedriveHeader.DLQ_TOPIC.value, dlq_topic.encode()),
+        (RedriveHeader.DLQ_PARTITION.value, str(record.partition).encode()),
+        (RedriveHeader.DLQ_OFFSET.value, str(record.offset).encode()),
+        (RedriveHeader.AT.value, dt.datetime.now(dt.UTC).isoformat().encode()),
     ]
 
 
@@ -260,11 +264,14 @@ async def _copies_on(
         wanted_group, wanted_dlq = group.encode(), dlq_topic.encode()
         async for batch in read_range(consumer, start, end, max_records=2000):
             for record in batch:
-                if header(record, GROUP_HEADER) != wanted_group or header(record, DLQ_TOPIC_HEADER) != wanted_dlq:
+                if (
+                    header(record, RedriveHeader.GROUP) != wanted_group
+                    or header(record, RedriveHeader.DLQ_TOPIC) != wanted_dlq
+                ):
                     continue
                 try:
-                    partition = int(header(record, DLQ_PARTITION_HEADER) or b"")
-                    offset = int(header(record, DLQ_OFFSET_HEADER) or b"")
+                    partition = int(header(record, RedriveHeader.DLQ_PARTITION) or b"")
+                    offset = int(header(record, RedriveHeader.DLQ_OFFSET) or b"")
                 except ValueError:
                     continue
                 found.setdefault((partition, offset), MainPosition(record.partition, record.offset))

@@ -1,6 +1,6 @@
 """Re-publish dead letters from the DLQ topic to the main topic, with their original key and value.
 
-Dry run by default: prints, by error class, how many dead letters would be redriven, are over the redrive cap,
+Dry run by default: prints, by error code, how many dead letters would be redriven, are over the redrive cap,
 are filtered out or were already redriven. --execute re-publishes them.
 
 Each dead letter is redriven at most once per progress group (--group, default <CONSUMER_GROUP>.redrive), also
@@ -35,6 +35,7 @@ from aiokafka.errors import KafkaError
 
 from core.settings import Settings
 from core.topics import TopicMissing, topic_partitions
+from schemas import ErrorCode
 from scripts.arguments import aware_datetime, positive_int
 from scripts.replay.dead_letter_reader import (
     DeadLetterFilter,
@@ -43,7 +44,7 @@ from scripts.replay.dead_letter_reader import (
     copy_headers,
     earlier_redrives,
     encode_scan_from,
-    error_class,
+    error_code,
     read_range,
     redrive_count,
 )
@@ -71,6 +72,7 @@ class RedriveOptions:
     """What to redrive; filters combine with AND, several values of one filter with OR."""
 
     execute: bool = False
+    error_codes: tuple[str, ...] = ()
     error_classes: tuple[str, ...] = ()
     image_ids: tuple[str, ...] = ()
     since: dt.datetime | None = None
@@ -86,20 +88,20 @@ class RedriveOptions:
 
 @dataclasses.dataclass
 class Report:
-    """Counts of one run, by error class, and the progress group's offsets afterwards."""
+    """Counts of one run, by error code, and the progress group's offsets afterwards."""
 
     dry_run: bool
     group: str
     examined: int = 0
-    by_error_class: dict[str, Counter[Verdict]] = dataclasses.field(default_factory=dict)
+    by_error_code: dict[str, Counter[Verdict]] = dataclasses.field(default_factory=dict)
     committed: dict[int, int] = dataclasses.field(default_factory=dict)
 
-    def count(self, error_class: str, verdict: Verdict) -> None:
+    def count(self, error_code: str, verdict: Verdict) -> None:
         self.examined += 1
-        self.by_error_class.setdefault(error_class, Counter())[verdict] += 1
+        self.by_error_code.setdefault(error_code, Counter())[verdict] += 1
 
     def total(self, verdict: Verdict) -> int:
-        return sum(counts[verdict] for counts in self.by_error_class.values())
+        return sum(counts[verdict] for counts in self.by_error_code.values())
 
     def as_json(self) -> str:
         return json.dumps(
@@ -108,9 +110,9 @@ class Report:
                 "group": self.group,
                 "examined": self.examined,
                 "totals": {verdict.value: self.total(verdict) for verdict in Verdict},
-                "by_error_class": {
+                "by_error_code": {
                     name: {verdict.value: counts[verdict] for verdict in Verdict}
-                    for name, counts in sorted(self.by_error_class.items())
+                    for name, counts in sorted(self.by_error_code.items())
                 },
                 "committed": {str(partition): offset for partition, offset in sorted(self.committed.items())},
             },
@@ -119,8 +121,8 @@ class Report:
 
     def as_table(self) -> str:
         first = "WOULD REDRIVE" if self.dry_run else "REDRIVEN"
-        titles = ["ERROR CLASS", first, "OVER REDRIVE CAP", "FILTERED OUT", "ALREADY REDRIVEN"]
-        rows = [[name, *(str(counts[v]) for v in Verdict)] for name, counts in sorted(self.by_error_class.items())]
+        titles = ["ERROR CODE", first, "OVER REDRIVE CAP", "FILTERED OUT", "ALREADY REDRIVEN"]
+        rows = [[name, *(str(counts[v]) for v in Verdict)] for name, counts in sorted(self.by_error_code.items())]
         rows.append(["TOTAL", *(str(self.total(v)) for v in Verdict)])
         widths = [max(len(row[i]) for row in [titles, *rows]) for i in range(len(titles))]
         lines = [
@@ -160,7 +162,9 @@ class _Selection:
     """Decides each dead letter's verdict: redriven already, filtered out, over the cap, or to redrive."""
 
     def __init__(self, options: RedriveOptions, earlier: dict[tuple[int, int], MainPosition]) -> None:
-        self._filter = DeadLetterFilter(options.error_classes, options.image_ids, options.since, options.until)
+        self._filter = DeadLetterFilter(
+            options.error_codes, options.error_classes, options.image_ids, options.since, options.until
+        )
         self._max_redrives = options.max_redrives
         self._earlier = earlier
 
@@ -242,7 +246,7 @@ async def redrive(
                     if options.limit is not None and selected >= options.limit:
                         break
                     verdict = selection.verdict(record)
-                    report.count(error_class(record), verdict)
+                    report.count(error_code(record), verdict)
                     if verdict is Verdict.REDRIVE:
                         selected += 1
                         outgoing.append(record)
@@ -307,12 +311,20 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the redrive options to ``parser`` and register :func:`run`."""
     parser.add_argument("--execute", action="store_true", help="re-publish (default: dry run, only count)")
     parser.add_argument(
+        "--error-code",
+        action="append",
+        default=[],
+        metavar="CODE",
+        help="only dead letters with this stable error code (dlq.error.code; derived from dlq.error.class for "
+        f"older ones): {', '.join(ErrorCode)}; repeat for several",
+    )
+    parser.add_argument(
         "--error-class",
         action="append",
         default=[],
         metavar="CLASS",
-        help="only dead letters whose dlq.error.class is CLASS, full (consumer.fetch.HttpClientError) or short "
-        "(HttpClientError); repeat for several",
+        help="only dead letters whose dlq.error.class is CLASS, full (consumer.download.HttpClientError) or short "
+        "(HttpClientError); repeat for several. Prefer --error-code: classes move with the code",
     )
     parser.add_argument(
         "--image-id", action="append", default=[], metavar="UUID", help="only this image (the record key); repeatable"
@@ -348,6 +360,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     """The ``image-replay redrive`` command: 0 done, 1 failed with a one-line message."""
     options = RedriveOptions(
         execute=args.execute,
+        error_codes=tuple(args.error_code),
         error_classes=tuple(args.error_class),
         image_ids=tuple(args.image_id),
         since=args.since,

@@ -22,8 +22,9 @@ import httpx
 from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 
-from core.jobs import JobStatus, JobStore, jobs_table, processed_events_table
+from core.jobs import JobStatus, JobStore
 from core.settings import Settings
+from core.tables import jobs_table, processed_events_table
 from tests.image_server import ImageServer
 from tests.kafka_reads import read_topic
 

@@ -25,6 +25,7 @@ DLQ_METADATA = (
     "dlq.original.partition",
     "dlq.original.offset",
     "dlq.original.timestamp",
+    "dlq.error.code",
     "dlq.error.class",
     "dlq.error.message",
     "dlq.error.traceback",

@@ -11,19 +11,19 @@ from __future__ import annotations
 import ipaddress
 import os
 
-from consumer import fetch
+from consumer import download
 from consumer.cli import main
 from core.addresses import IPAddress
 
 
 def install_stand_in(text: str) -> None:
     stand_in = ipaddress.ip_address(text)
-    policy = fetch.is_public_address
+    policy = download.is_public_address
 
     def is_public_or_stand_in(address: IPAddress) -> bool:
         return address == stand_in or policy(address)
 
-    fetch.is_public_address = is_public_or_stand_in
+    download.is_public_address = is_public_or_stand_in
 
 
 if __name__ == "__main__":

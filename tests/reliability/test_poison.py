@@ -71,8 +71,8 @@ async def test_poison_mix_is_dead_lettered_once_and_stalls_nothing(
             {"type": "image_process", "version": 1, "x": 1}
         ).encode()
         raw_poison[b"version-" + uuid.uuid4().hex.encode()] = _unknown_version()
-    api_poison = {f"/corrupt.png?n={n}": "consumer.errors.PermanentError" for n in range(each_kind)} | {
-        f"/missing-{n}.png": "consumer.fetch.HttpClientError" for n in range(2 * each_kind)
+    api_poison = {f"/corrupt.png?n={n}": "corrupt_image" for n in range(each_kind)} | {
+        f"/missing-{n}.png": "http_4xx" for n in range(2 * each_kind)
     }
     api_poison_ids: dict[str, str] = {}  # image id -> path
 
@@ -129,11 +129,12 @@ async def test_poison_mix_is_dead_lettered_once_and_stalls_nothing(
         assert headers["dlq.attempts"] == "1", "every kind here is permanent: no retries"
         if record.key in raw_poison:
             assert record.value == raw_poison[record.key], "a dead letter keeps the original value"
-            assert headers["dlq.error.class"] == "consumer.errors.PermanentError", headers
+            raw_code = "unsupported_version" if record.key.startswith(b"version-") else "undecodable"
+            assert headers["dlq.error.code"] == raw_code, headers
             assert "undecodable record" in headers["dlq.error.message"]
         else:
             path = api_poison_ids[record.key.decode()]
-            assert headers["dlq.error.class"] == api_poison[path], headers
+            assert headers["dlq.error.code"] == api_poison[path], headers
     assert figures.done == events, line
     assert figures.failed == len(api_poison), line
     assert figures.lost == 0, line

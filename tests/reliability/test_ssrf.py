@@ -39,8 +39,8 @@ from tests.reliability.hostile import (
 from tests.worker_support import Record, as_record, eventually, offsets_all_committed, produce, url_event
 
 STAND_IN = "127.0.0.2"
-BLOCKED = "consumer.fetch.BlockedUrl"
-UNDECODABLE = "consumer.errors.PermanentError"
+BLOCKED = "blocked_url"
+UNDECODABLE = "undecodable"
 
 LITERAL_TARGETS = [
     "http://127.0.0.1:{v4}/secret.png",
@@ -148,9 +148,9 @@ async def test_ssrf_targets_are_refused_at_the_api_or_dead_lettered_by_the_worke
     )
     assert canary.hits == [], f"the guard let a request through to loopback: {line}"
     assert canary6.hits == [], f"the guard let a request through to IPv6 loopback: {line}"
-    classes = {record.key: headers_of(record)["dlq.error.class"] for record in dead}
+    codes = {record.key: headers_of(record)["dlq.error.code"] for record in dead}
     assert collections.Counter(record.key for record in dead) == collections.Counter(list(expected)), line
-    mismatched = {key: (classes[key], want) for key, want in expected.items() if classes[key] != want}
+    mismatched = {key: (codes[key], want) for key, want in expected.items() if codes[key] != want}
     assert mismatched == {}, f"refused for the wrong reason (the guard must refuse, not a timeout): {mismatched}"
     for record in dead:
         assert missing_metadata(record) == [], record.key

@@ -22,10 +22,11 @@ from typing import Final
 
 import httpx
 
-from consumer.errors import PermanentError, TransientError
+from consumer.errors import PermanentError, TransientError, describe
 from core.addresses import IPAddress
 from core.addresses import is_public_address as is_public_address  # re-exported: the workers' policy
 from core.settings import Settings
+from schemas import ErrorCode
 
 MAX_REDIRECTS: Final = 5
 _REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
@@ -35,33 +36,49 @@ _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 class InvalidUrl(PermanentError):
     """The URL cannot be fetched at all: not http(s), no host, a bad port."""
 
+    code = ErrorCode.INVALID_URL
+
 
 class BlockedUrl(PermanentError):
     """The URL's host is, or resolves to, an address that is not public (loopback, private, metadata, ...)."""
+
+    code = ErrorCode.BLOCKED_URL
 
 
 class TooManyRedirects(PermanentError):
     """The server kept redirecting past ``MAX_REDIRECTS`` hops, or sent a redirect without a Location."""
 
+    code = ErrorCode.TOO_MANY_REDIRECTS
+
 
 class DownloadTooLarge(PermanentError):
     """The body is (or announces itself as) larger than ``max_download_bytes``."""
+
+    code = ErrorCode.DOWNLOAD_TOO_LARGE
 
 
 class HttpClientError(PermanentError):
     """The server answered 4xx (other than 429): asking again will not help."""
 
+    code = ErrorCode.HTTP_4XX
+
 
 class HttpServerError(TransientError):
     """The server answered 5xx or 429: it may answer later."""
 
+    code = ErrorCode.HTTP_5XX
 
-class FetchTimeout(TransientError):
+
+class DownloadTimeout(TransientError):
     """The download did not finish within ``fetch_timeout_s`` (total, not per operation)."""
 
+    code = ErrorCode.DOWNLOAD_TIMEOUT
 
-class FetchNetworkError(TransientError):
+
+class DownloadNetworkError(TransientError):
     """Name resolution, connection or transfer failed."""
+
+    code = ErrorCode.NETWORK_ERROR
 
 
 Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
@@ -87,7 +104,7 @@ def display_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
-class ImageFetcher:
+class ImageDownloader:
     """Downloads images under the SSRF guard, a total deadline and a byte limit; one shared httpx client.
 
     ``resolver`` and ``transport`` are injectable for tests. Call :meth:`aclose` (or use ``async with``) when done.
@@ -115,7 +132,7 @@ class ImageFetcher:
             limits=httpx.Limits(max_keepalive_connections=0),
         )
 
-    async def __aenter__(self) -> ImageFetcher:
+    async def __aenter__(self) -> ImageDownloader:
         return self
 
     async def __aexit__(self, *_exc_info: object) -> None:
@@ -124,7 +141,7 @@ class ImageFetcher:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def fetch(self, url: str) -> bytes:
+    async def download(self, url: str) -> bytes:
         """The body of ``url`` after at most ``MAX_REDIRECTS`` checked redirects.
 
         Raises a :class:`PermanentError` or :class:`TransientError` subclass whose message names the URL.
@@ -139,7 +156,7 @@ class ImageFetcher:
                         return body
                     current = urllib.parse.urljoin(current, location)
         except TimeoutError as exc:
-            raise FetchTimeout(f"download of {display_url(url)} took longer than {self._timeout_s:g} s") from exc
+            raise DownloadTimeout(f"download of {display_url(url)} took longer than {self._timeout_s:g} s") from exc
         raise TooManyRedirects(f"{display_url(url)} redirected more than {MAX_REDIRECTS} times")
 
     async def _get_once(self, url: str) -> tuple[bytes | None, str | None]:
@@ -157,17 +174,17 @@ class ImageFetcher:
             except httpx.ConnectError as exc:
                 last_error = exc  # nothing was sent: the next checked address is safe to try
             except httpx.TimeoutException as exc:
-                raise FetchTimeout(f"download of {display_url(url)} timed out: {type(exc).__name__}") from exc
+                raise DownloadTimeout(f"download of {display_url(url)} timed out: {type(exc).__name__}") from exc
             except httpx.TransportError as exc:
-                raise FetchNetworkError(f"download of {display_url(url)} failed: {_describe(exc)}") from exc
+                raise DownloadNetworkError(f"download of {display_url(url)} failed: {describe(exc)}") from exc
         assert last_error is not None, "resolver returned at least one address"
-        raise FetchNetworkError(f"cannot connect to {display_url(url)}: {_describe(last_error)}") from last_error
+        raise DownloadNetworkError(f"cannot connect to {display_url(url)}: {describe(last_error)}") from last_error
 
     async def _checked_addresses(self, url: str, host: str, port: int) -> list[IPAddress]:
         try:
             resolved = await self._resolve(_ascii_host(host), port)
         except (OSError, UnicodeError) as exc:
-            raise FetchNetworkError(f"cannot resolve the host of {display_url(url)}: {exc}") from exc
+            raise DownloadNetworkError(f"cannot resolve the host of {display_url(url)}: {exc}") from exc
         addresses: list[IPAddress] = []
         for text in resolved:
             address = ipaddress.ip_address(text)
@@ -178,7 +195,7 @@ class ImageFetcher:
             if address not in addresses:
                 addresses.append(address)
         if not addresses:
-            raise FetchNetworkError(f"the host of {display_url(url)} resolved to no address")
+            raise DownloadNetworkError(f"the host of {display_url(url)} resolved to no address")
         return addresses
 
     async def _stream(
@@ -253,7 +270,3 @@ def _netloc(host: str, port: int, scheme: str) -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return host if port == _DEFAULT_PORTS[scheme] else f"{host}:{port}"
-
-
-def _describe(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__

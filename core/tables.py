@@ -1,0 +1,37 @@
+"""The database tables: jobs, and the ids of the events whose work is done.
+
+``processed_events`` gets an event's id in the same transaction that marks its job done (Kafka's "store progress
+in the same place as the output"): a redelivered event is recognised by it and skipped.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text
+
+metadata = MetaData()
+
+jobs_table = Table(
+    "jobs",
+    metadata,
+    Column("image_id", String(36), primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("filter", String(32), nullable=False),
+    Column("source_url", Text, nullable=True),
+    Column("blob_key", String(512), nullable=True),
+    Column("request_fingerprint", String(64), nullable=True),
+    Column("requested_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("error", Text, nullable=True),
+    Column("result_key", String(512), nullable=True),
+)
+
+processed_events_table = Table(
+    "processed_events",
+    metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("image_id", String(36), nullable=False),
+    Column("processed_at", DateTime(timezone=True), nullable=False),
+)

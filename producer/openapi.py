@@ -1,0 +1,109 @@
+"""What the ``/images`` routes document beyond their signatures: the two request bodies, headers and links.
+
+FastAPI cannot describe a body the route parses itself (JSON or multipart on one path), so it is written here,
+from the same models and format list the code enforces.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.imaging import ALLOWED_IMAGE_FORMATS, IMAGE_MEDIA_TYPES
+from producer.models import ImageJobRequest, JobAccepted, Problem
+from schemas import FilterName
+
+
+def _inline_definitions(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with its local ``$defs`` references replaced by the definitions (OpenAPI cannot resolve them)."""
+    definitions = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            reference = node.get("$ref", "")
+            if reference.startswith("#/$defs/"):
+                return inline(definitions[reference.removeprefix("#/$defs/")])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    result: dict[str, Any] = inline(schema)
+    return result
+
+
+UPLOAD_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["file", "filter"],
+    "properties": {
+        "file": {
+            "type": "string",
+            "format": "binary",
+            "description": f"The image ({', '.join(ALLOWED_IMAGE_FORMATS)}).",
+        },
+        "filter": {"type": "string", "enum": [name.value for name in FilterName]},
+    },
+}
+SUBMIT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": _inline_definitions(ImageJobRequest.model_json_schema())},
+            "multipart/form-data": {
+                "schema": UPLOAD_SCHEMA,
+                "encoding": {"file": {"contentType": ", ".join(IMAGE_MEDIA_TYPES.values())}},
+            },
+        },
+    }
+}
+
+
+RETRY_AFTER: dict[str, Any] = {
+    "Retry-After": {"description": "Seconds to wait before retrying.", "required": True, "schema": {"type": "integer"}}
+}
+STORE_UNAVAILABLE: dict[str, Any] = {
+    "model": Problem,
+    "description": "The job store is unavailable; retry after Retry-After.",
+    "headers": RETRY_AFTER,
+}
+ACCEPTED: dict[str, Any] = {
+    "model": JobAccepted,
+    "description": "The job is in the event log; poll `status_url`.",
+    "headers": {
+        "Location": {"description": "The job's status URL.", "required": True, "schema": {"type": "string"}},
+        "Idempotent-Replayed": {
+            "description": "Present on a retry with the same Idempotency-Key: the job it names already existed.",
+            "schema": {"type": "string", "enum": ["true"]},
+        },
+    },
+    # What a client does next with the id (OpenAPI links; API test tools follow them too).
+    "links": {
+        "GetStatus": {
+            "operationRef": "#/paths/~1images~1{image_id}/get",
+            "parameters": {"image_id": "$response.body#/id"},
+        },
+        "GetResult": {
+            "operationRef": "#/paths/~1images~1{image_id}~1result/get",
+            "parameters": {"image_id": "$response.body#/id"},
+        },
+    },
+}
+
+
+SUBMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: ACCEPTED,
+    409: {"model": Problem, "description": "The Idempotency-Key was already used for a different request."},
+    415: {"model": Problem, "description": "The body is neither JSON nor multipart/form-data."},
+    503: {
+        "model": Problem,
+        "description": "The event log did not ack in time, or the job store is unavailable; retry after Retry-After.",
+        "headers": RETRY_AFTER,
+    },
+}
+STATUS_RESPONSES: dict[int | str, dict[str, Any]] = {404: {"model": Problem}, 503: STORE_UNAVAILABLE}
+RESULT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"image/png": {}}, "description": "The processed image."},
+    404: {"model": Problem},
+    409: {"model": Problem, "description": "The job is not done (yet)."},
+    503: STORE_UNAVAILABLE,
+}
