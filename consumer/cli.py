@@ -14,16 +14,21 @@ from collections.abc import AsyncIterator
 from aiokafka.errors import KafkaError
 
 from consumer.handler import JobHandler
+from consumer.metrics import WorkerMetrics
 from consumer.probes import serve_probes
 from consumer.worker import Worker
 from core.blobs import BlobStore
+from core.clients import one_line
 from core.jobs import JobStore
+from core.logs import KAFKA_TROUBLE, configure_logging
 from core.settings import InvalidSettings, Settings, load_settings
 from core.topics import ensure_topics
 
 logger = logging.getLogger("consumer")
 
 STARTUP_TIMEOUT_S = 60.0
+TOPICS_TIMEOUT_MS = 3000
+MAX_TOPICS_RETRY_S = 30.0
 EXIT_ON_SECOND_SIGNAL = 130
 
 
@@ -43,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level)
     overrides = {
         name: value
         for name, value in {
@@ -69,8 +74,9 @@ class StartupError(Exception):
 
 async def serve(settings: Settings) -> None:
     """Run one worker until SIGTERM/SIGINT."""
-    async with _services(settings) as handler:
-        worker = Worker(settings, handler)
+    metrics = WorkerMetrics()
+    async with _services(settings, metrics) as handler:
+        worker = Worker(settings, handler, metrics=metrics)
         _install_signal_handlers(worker)
         async with contextlib.AsyncExitStack() as stack:
             if settings.metrics_port is not None:
@@ -79,19 +85,16 @@ async def serve(settings: Settings) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _services(settings: Settings) -> AsyncIterator[JobHandler]:
+async def _services(settings: Settings, metrics: WorkerMetrics) -> AsyncIterator[JobHandler]:
     jobs = JobStore.from_url(settings.database_url)
     try:
         try:
             async with asyncio.timeout(STARTUP_TIMEOUT_S):
                 await jobs.create_schema()
-                await _ensure_topics_when_reachable(settings)
         except TimeoutError as exc:
-            raise StartupError(
-                f"Kafka at {settings.kafka_bootstrap_servers} or the database did not answer within "
-                f"{STARTUP_TIMEOUT_S:g} s"
-            ) from exc
-        handler = JobHandler(settings, jobs, BlobStore(settings.storage_dir))
+            raise StartupError(f"the database did not answer within {STARTUP_TIMEOUT_S:g} s") from exc
+        await _ensure_topics_when_reachable(settings)
+        handler = JobHandler(settings, jobs, BlobStore(settings.storage_dir), metrics=metrics)
         try:
             yield handler
         finally:
@@ -101,12 +104,21 @@ async def _services(settings: Settings) -> AsyncIterator[JobHandler]:
 
 
 async def _ensure_topics_when_reachable(settings: Settings) -> None:
+    """Create the topics once Kafka answers: say so within seconds when it does not, and keep trying."""
+    delay_s = 1.0
     while True:
         try:
-            await ensure_topics(settings)
+            await ensure_topics(settings, timeout_ms=TOPICS_TIMEOUT_MS)
         except (KafkaError, OSError) as exc:
-            logger.warning("Kafka not reachable yet (%r); retrying", exc)
-            await asyncio.sleep(1.0)
+            logger.warning(
+                "Kafka at %s not reachable (%s); retrying in %.0f s",
+                settings.kafka_bootstrap_servers,
+                one_line(exc),
+                delay_s,
+                extra=KAFKA_TROUBLE,
+            )
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, MAX_TOPICS_RETRY_S)
         else:
             return
 

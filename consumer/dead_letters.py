@@ -23,6 +23,7 @@ from consumer.errors import TransientError, error_code
 from consumer.partitions import Abandoned, OwnedPartition
 from consumer.records import coordinates
 from consumer.retry import Failure, RecordHandler, RetryPolicy, until_done
+from core.clients import stop_within
 from core.settings import Settings
 from schemas import DEAD_LETTER_PREFIX, DeadLetterHeader
 
@@ -66,23 +67,20 @@ class DeadLetterQueue:
         self._handler = handler
         self._policy = policy
         self._worker_id = worker_id
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            enable_idempotence=True,
-            acks="all",
-            client_id=f"image-worker-dlq-{worker_id}",
-        )
+        self._producer: AIOKafkaProducer  # made by start(): a client made is a client to close
 
     async def start(self) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self._settings.kafka_bootstrap_servers,
+            enable_idempotence=True,
+            acks="all",
+            client_id=f"image-worker-dlq-{self._worker_id}",
+        )
         await self._producer.start()
 
     async def stop(self) -> None:
         """Stop the producer, bounded: with idempotence it would wait forever for an absent broker."""
-        try:
-            async with asyncio.timeout(SEND_TIMEOUT_S):
-                await self._producer.stop()
-        except TimeoutError:
-            logger.warning("DLQ producer did not stop within %s s", SEND_TIMEOUT_S)
+        await stop_within(self._producer, SEND_TIMEOUT_S)
 
     async def dead_letter(self, record: ConsumerRecord, partition: OwnedPartition, failure: Failure) -> None:
         """Publish ``record`` to the DLQ and wait for the ack, then mark its job failed.

@@ -31,6 +31,7 @@ from consumer.errors import (
     UnsupportedEvent,
     describe_error,
 )
+from consumer.metrics import WorkerMetrics
 from consumer.outcomes import Outcome
 from consumer.records import coordinates
 from consumer.render import render_png
@@ -80,10 +81,12 @@ class JobHandler:
         *,
         downloader: ImageDownloader | None = None,
         executor: concurrent.futures.Executor | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self._settings = settings
         self._jobs = jobs
         self._blobs = blobs
+        self._metrics = metrics or WorkerMetrics()
         self._owns_downloader = downloader is None
         self._downloader = downloader or ImageDownloader(settings)
         self._owns_executor = executor is None
@@ -107,9 +110,14 @@ class JobHandler:
         job = dataclasses.replace(
             Job.from_event(event, JobStatus.PROCESSING, attempts=attempt, now=started_at), started_at=started_at
         )
-        if not await _database(self._jobs.mark_processing(job, event_id=event_id)):
+        started = await _database(self._jobs.mark_processing(job, event_id=event_id))
+        if started is None:
             logger.info("Skipping event %s: already processed (%s)", event_id, coordinates(record))
             return Outcome.SKIPPED_DUPLICATE
+        if started.executions > 1:
+            shown = coordinates(record)
+            logger.warning("Running job %s again: execution %d (%s)", event.image_id, started.executions, shown)
+            self._metrics.reexecutions.inc()
 
         data = await self._source_bytes(event)
         loop = asyncio.get_running_loop()

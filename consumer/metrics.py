@@ -25,6 +25,11 @@ class WorkerMetrics:
             registry=self.registry,
         )
         self.retries = Counter("image_worker_retries", "Attempts that failed and were retried.", registry=self.registry)
+        self.reexecutions = Counter(
+            "image_worker_reexecutions",
+            "Jobs started again after an earlier execution never finished (a worker died or was cut off mid-job).",
+            registry=self.registry,
+        )
         self.processing_seconds = Histogram(
             "image_worker_processing_seconds",
             "Time from a record's first attempt to its outcome.",

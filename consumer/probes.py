@@ -7,11 +7,11 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator
 
 import uvicorn
-from prometheus_client import make_asgi_app
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Mount, Route
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from consumer.worker import Worker
 
@@ -21,9 +21,11 @@ def probes_app(worker: Worker) -> Starlette:
         problems = worker.liveness.problems()
         return JSONResponse({"alive": not problems, "problems": problems}, status_code=503 if problems else 200)
 
-    return Starlette(
-        routes=[Route("/livez", livez), Mount("/metrics", app=make_asgi_app(registry=worker.metrics.registry))]
-    )
+    async def metrics(_request: Request) -> Response:
+        # At its exact path: a mount would answer 307 to /metrics/, which a scraper without redirects misses.
+        return Response(generate_latest(worker.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(routes=[Route("/livez", livez), Route("/metrics", metrics)])
 
 
 class _ProbeServer(uvicorn.Server):

@@ -31,6 +31,7 @@ from consumer.metrics import Liveness, WorkerMetrics
 from consumer.partitions import OwnedPartition
 from consumer.records import partition_name
 from consumer.retry import RecordHandler, RetryingRunner, RetryPolicy
+from core.logs import KAFKA_TROUBLE
 from core.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -58,15 +59,7 @@ class Worker:
         self.metrics = metrics or WorkerMetrics()
         self.liveness = Liveness(settings.liveness_timeout_s)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            group_id=settings.consumer_group,
-            client_id=f"image-worker-{self.worker_id}",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            # The revocation listener drains running jobs for up to shutdown_timeout_s: the group must wait that long.
-            rebalance_timeout_ms=int((settings.shutdown_timeout_s + 10) * 1000),
-        )
+        self._consumer: AIOKafkaConsumer  # made by run(): a client made is a client to close
         policy = RetryPolicy.from_settings(settings)
         self._dead_letters = DeadLetterQueue(settings, handler, policy, worker_id=self.worker_id)
         runner = RetryingRunner(handler, policy, self._dead_letters.dead_letter, self.metrics)
@@ -91,11 +84,23 @@ class Worker:
 
     async def run(self) -> None:
         """Consume until :meth:`stop` is called."""
-        await self._dead_letters.start()
+        settings = self.settings
         try:
-            await self._consumer.start()
+            await self._dead_letters.start()
+            self._consumer = AIOKafkaConsumer(
+                bootstrap_servers=settings.kafka_bootstrap_servers,
+                group_id=settings.consumer_group,
+                client_id=f"image-worker-{self.worker_id}",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                # Events of an API transaction that did not commit (its request was answered 503) are never seen.
+                isolation_level="read_committed",
+                # The revocation listener drains running jobs for up to shutdown_timeout_s: the group waits that long.
+                rebalance_timeout_ms=int((settings.shutdown_timeout_s + 10) * 1000),
+            )
             try:
-                self._consumer.subscribe([self.settings.images_topic], listener=_Rebalance(self))
+                await self._consumer.start()
+                self._consumer.subscribe([settings.images_topic], listener=_Rebalance(self))
                 await self._poll_until_stopped()
             finally:
                 await self._release(list(self._owned))
@@ -170,7 +175,8 @@ class Worker:
         except (CommitFailedError, IllegalStateError, KafkaError) as exc:
             # The group is rebalancing or we were expelled: the partitions' next owner re-reads from the last
             # commit, and the processed-ids table makes that harmless.
-            logger.warning("commit of %s failed: %r", {partition_name(tp): o for tp, o in offsets.items()}, exc)
+            named = {partition_name(tp): o for tp, o in offsets.items()}
+            logger.warning("commit of %s failed: %r", named, exc, extra=KAFKA_TROUBLE)
             return
         for partition, offset in offsets.items():
             owned = self._owned.get(partition)

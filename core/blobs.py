@@ -2,14 +2,15 @@
 
 Kafka carries references, never image bytes. Keys are deterministic per image (``uploads/<id>``,
 ``results/<id>.png``), so a re-run overwrites instead of piling up copies, and every write is atomic
-(a temporary file renamed into place), so a reader never sees half an image.
+(a temporary file renamed into place), so a reader never sees half an image. Files get mode 0666 less the
+process umask, like any file the process creates.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import tempfile
+import uuid
 from pathlib import Path
 
 
@@ -47,7 +48,10 @@ class BlobStore:
     @staticmethod
     def _write_atomically(path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        temporary = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+        # Mode 0666 less the process umask (not mkstemp's 0600): an API and workers running as different users
+        # share one store by their umask and group.
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(descriptor, "wb") as file:
                 file.write(data)

@@ -24,17 +24,26 @@ _TRANSIENT_SQLSTATE_CLASSES: Final = frozenset({"08", "53", "57"})
 _TRANSIENT_SQLSTATES: Final = frozenset({"40001", "40P01", "55P03"})
 
 
+class DatabaseMissing(Exception):
+    """The SQLite file a tool was pointed at does not exist; creating it would only hide a wrong DATABASE_URL."""
+
+
 def async_database_url(database_url: str) -> URL:
-    """``database_url`` with the async driver this project uses for its backend."""
+    """``database_url`` with the async driver this project uses for its backend; ``~`` in a SQLite path is the
+    user's home, so the default database does not depend on the working directory."""
     url = make_url(database_url)
     backend = url.drivername.split("+", 1)[0]
     if backend not in _ASYNC_DRIVERS:
         raise ValueError(f"DATABASE_URL: unsupported database {backend!r}; use sqlite:/// or postgresql://")
-    return url.set(drivername=_ASYNC_DRIVERS[backend])
+    url = url.set(drivername=_ASYNC_DRIVERS[backend])
+    if backend == "sqlite" and url.database and url.database != ":memory:":
+        url = url.set(database=str(Path(url.database).expanduser().absolute()))
+    return url
 
 
-def create_engine(database_url: str) -> AsyncEngine:
-    """An engine for ``database_url``; for SQLite, the file's folder is created and WAL mode switched on.
+def create_engine(database_url: str, *, create: bool = True) -> AsyncEngine:
+    """An engine for ``database_url``; for SQLite, WAL mode is switched on and, with ``create``, the file's folder
+    is created. Without ``create`` a missing SQLite file raises :class:`DatabaseMissing`.
 
     WAL plus a busy timeout lets the API read while a worker writes; a write that still finds the file locked
     raises, and the worker treats that as a transient error.
@@ -43,6 +52,8 @@ def create_engine(database_url: str) -> AsyncEngine:
     if url.get_backend_name() != "sqlite":
         return create_async_engine(url, pool_pre_ping=True)
     if url.database and url.database != ":memory:":
+        if not create and not Path(url.database).is_file():
+            raise DatabaseMissing(f"the SQLite database {url.database} does not exist")
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(url)
     event.listen(engine.sync_engine, "connect", _configure_sqlite)

@@ -15,14 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import (
-    ColumnElement,
-    Executable,
-    Table,
-    bindparam,
-    select,
-    text,
-)
+from sqlalchemy import ColumnElement, Connection, Executable, Table, bindparam, inspect, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -34,7 +27,7 @@ from schemas import BlobSource, ImageProcessEvent, UrlSource
 # What the API writes over a row a worker created first: how the job was requested.
 _REQUEST_COLUMNS = ("filter", "source_url", "blob_key", "request_fingerprint", "requested_at")
 # What a worker writes about a job, per state. request_fingerprint and the request's description are the API's.
-_PROCESSING_COLUMNS = ("status", "updated_at", "started_at", "finished_at", "attempts", "error")
+_PROCESSING_COLUMNS = ("status", "updated_at", "started_at", "finished_at", "attempts", "executions", "error")
 _DONE_COLUMNS = ("status", "updated_at", "finished_at", "attempts", "error", "result_key")
 _FAILED_COLUMNS = ("status", "updated_at", "finished_at", "attempts", "error")
 
@@ -63,6 +56,7 @@ class Job:
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
     attempts: int = 0
+    executions: int = 0
     error: str | None = None
     result_key: str | None = None
 
@@ -103,6 +97,13 @@ def _as_utc(value: dt.datetime | None) -> dt.datetime | None:
     return value.replace(tzinfo=dt.UTC)
 
 
+@dataclass(frozen=True, slots=True)
+class Started:
+    """A job a worker may go on with; ``executions`` counts this run (1 on the first)."""
+
+    executions: int
+
+
 class JobStore:
     """Reads and writes jobs in the database named by ``DATABASE_URL``."""
 
@@ -124,6 +125,7 @@ class JobStore:
             try:
                 async with self.engine.begin() as connection:
                     await connection.run_sync(metadata.create_all)
+                    await connection.run_sync(_add_missing_columns)
             except DBAPIError:
                 if attempt == 2:
                     raise
@@ -150,20 +152,20 @@ class JobStore:
         async with self.engine.connect() as connection:
             return (await connection.execute(_IS_PROCESSED, {"event_id": event_id})).first() is not None
 
-    async def mark_processing(self, job: Job, *, event_id: str) -> bool:
-        """Record that a worker started ``job`` for event ``event_id`` (status processing, attempts, started_at).
+    async def mark_processing(self, job: Job, *, event_id: str) -> Started | None:
+        """Record that a worker started ``job`` for event ``event_id`` (status processing, attempts, started_at)
+        and count the execution.
 
-        Returns False, changing nothing, when the event is already processed: a redelivery to skip. The check and
-        the write share one transaction, one round trip fewer per job than asking first. The row is inserted from
-        ``job`` if the API has not written it yet. A job that is already done is left alone: a duplicate delivery
-        racing with the winner must not turn its finished job back into processing.
+        Returns None, changing nothing, when the event is already processed (a redelivery to skip); the check and
+        the write share one transaction. The row is inserted if the API has not written it yet. A done job is left
+        alone (``executions`` 0): a duplicate racing with the winner must not turn it back into processing.
         """
         _expect_status(job, JobStatus.PROCESSING)
         async with self.engine.begin() as connection:
             if (await connection.execute(_IS_PROCESSED, {"event_id": event_id})).first() is not None:
-                return False
-            await connection.execute(self._writes.mark_processing, _job_values(job))
-        return True
+                return None
+            row = (await connection.execute(self._writes.mark_processing, _job_values(job))).first()
+        return Started(executions=0 if row is None else int(row[0]))
 
     async def complete(self, job: Job, *, event_id: str) -> bool:
         """In one transaction, record event ``event_id`` as processed and save ``job`` (status done).
@@ -220,20 +222,28 @@ class _Writes:
 
     @classmethod
     def for_dialect(cls, dialect: str) -> _Writes:
-        def upsert(columns: tuple[str, ...], where: ColumnElement[bool] | None) -> Executable:
+        def upsert(columns: tuple[str, ...], where: ColumnElement[bool] | None) -> postgresql.Insert | sqlite.Insert:
             insert = _dialect_insert(dialect, jobs_table)
-            set_ = {column: insert.excluded[column] for column in columns}
+            set_: dict[str, Any] = {column: insert.excluded[column] for column in columns}
+            if "executions" in columns:
+                set_["executions"] = jobs_table.c.executions + 1
             return insert.on_conflict_do_update(index_elements=["image_id"], set_=set_, where=where)
 
         not_done = jobs_table.c.status != JobStatus.DONE.value
         processed = _dialect_insert(dialect, processed_events_table).on_conflict_do_nothing(index_elements=["event_id"])
         return cls(
             record_accepted=upsert(_REQUEST_COLUMNS, jobs_table.c.request_fingerprint.is_(None)),
-            mark_processing=upsert(_PROCESSING_COLUMNS, not_done),
+            mark_processing=upsert(_PROCESSING_COLUMNS, not_done).returning(jobs_table.c.executions),
             mark_done=upsert(_DONE_COLUMNS, None),
             mark_failed=upsert(_FAILED_COLUMNS, not_done),
             record_processed=processed.returning(processed_events_table.c.event_id),
         )
+
+
+def _add_missing_columns(connection: Connection) -> None:
+    """Give a jobs table from before ``executions`` existed that column (later changes get real migrations)."""
+    if "executions" not in {column["name"] for column in inspect(connection).get_columns(jobs_table.name)}:
+        connection.execute(text("ALTER TABLE jobs ADD COLUMN executions INTEGER NOT NULL DEFAULT 0"))
 
 
 def _dialect_insert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
@@ -261,6 +271,7 @@ def _job_values(job: Job) -> dict[str, Any]:
         "started_at": job.started_at,
         "finished_at": job.finished_at,
         "attempts": job.attempts,
+        "executions": job.executions,
         "error": job.error,
         "result_key": job.result_key,
     }
@@ -283,6 +294,7 @@ def _job_from_row(row: Any) -> Job:
         started_at=_as_utc(row["started_at"]),
         finished_at=_as_utc(row["finished_at"]),
         attempts=row["attempts"],
+        executions=row["executions"],
         error=row["error"],
         result_key=row["result_key"],
     )

@@ -6,26 +6,50 @@ ids go to the database in chunks that stay below SQLite's bound-parameter limit.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Iterator
 
 from sqlalchemy import delete, inspect, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from core.tables import processed_events_table
+from core.database import DatabaseMissing, create_engine
+from core.tables import jobs_table, processed_events_table
 
 CHUNK_SIZE = 500
 
 
-async def processed_among(engine: AsyncEngine, event_ids: Iterable[str]) -> set[str]:
-    """The ids among ``event_ids`` whose work is done (a replayed one would be skipped as a duplicate).
+class NoJobDatabase(Exception):
+    """The database named has no job tables: it is not the one the workers use (a tool never creates one)."""
 
-    A database no worker has used yet has no table: nothing in it is processed, and a dry run creates nothing.
+
+@contextlib.asynccontextmanager
+async def workers_database(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine on the workers' existing database; :class:`NoJobDatabase` if it is missing or has no job tables.
+
+    A replay planned against an empty database would report "nothing processed" and be wrong without a word.
     """
+    try:
+        engine = create_engine(database_url, create=False)
+    except DatabaseMissing as exc:
+        raise NoJobDatabase(f"{exc}: set DATABASE_URL to the workers' database") from None
+    try:
+        async with engine.connect() as connection:
+            tables = await connection.run_sync(lambda sync: set(inspect(sync).get_table_names()))
+        if not {jobs_table.name, processed_events_table.name} <= tables:
+            raise NoJobDatabase(
+                f"{engine.url.render_as_string(hide_password=True)} has no job tables: "
+                "set DATABASE_URL to the workers' database"
+            )
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def processed_among(engine: AsyncEngine, event_ids: Iterable[str]) -> set[str]:
+    """The ids among ``event_ids`` whose work is done (a replayed one would be skipped as a duplicate)."""
     column = processed_events_table.c.event_id
     found: set[str] = set()
     async with engine.connect() as connection:
-        if not await connection.run_sync(lambda sync: inspect(sync).has_table(processed_events_table.name)):
-            return found
         for chunk in _chunks(event_ids):
             rows = await connection.execute(select(column).where(column.in_(chunk)))
             found.update(str(row[0]) for row in rows)

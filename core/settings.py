@@ -30,11 +30,16 @@ class Settings(BaseSettings):
     topic_replication_factor: int = Field(default=1, ge=1, description="Replication factor of created topics.")
     consumer_group: str = Field(default="image-workers", min_length=1, description="Workers' consumer group.")
 
+    # One place whatever the working directory, so the API, the workers and image-replay started from different
+    # folders still share one database and one store.
     database_url: str = Field(
-        default="sqlite:///data/images.db",
-        description="Job status database: sqlite:///PATH (default) or postgresql://USER:PASS@HOST/DB.",
+        default="sqlite:///~/.local/share/image-pipeline/images.db",
+        description="Job status database: sqlite:///PATH (default; ~ is the home folder) or "
+        "postgresql://USER:PASS@HOST/DB.",
     )
-    storage_dir: Path = Field(default=Path("data/blobs"), description="Where uploads and results are stored.")
+    storage_dir: Path = Field(
+        default=Path("~/.local/share/image-pipeline/blobs"), description="Where uploads and results are stored."
+    )
 
     send_timeout_s: PositiveSeconds = Field(
         default=5.0, description="Longest the API waits for the broker's ack before answering 503."
@@ -79,6 +84,11 @@ class Settings(BaseSettings):
         if not hosts or any(":" not in host for host in hosts):
             raise ValueError("expected a comma-separated list of host:port, e.g. localhost:9092")
         return ",".join(hosts)
+
+    @field_validator("storage_dir")
+    @classmethod
+    def _storage_dir_is_absolute(cls, value: Path) -> Path:
+        return value.expanduser().absolute()
 
     @field_validator("database_url")
     @classmethod

@@ -24,6 +24,9 @@ jobs_table = Table(
     Column("started_at", DateTime(timezone=True), nullable=True),
     Column("finished_at", DateTime(timezone=True), nullable=True),
     Column("attempts", Integer, nullable=False, default=0),
+    # How many times a worker started the job: above 1 when a worker died (or was cut off) mid-job and another
+    # ran it again. Attempts count retries within one execution.
+    Column("executions", Integer, nullable=False, default=0, server_default="0"),
     Column("error", Text, nullable=True),
     Column("result_key", String(512), nullable=True),
 )

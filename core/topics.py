@@ -12,6 +12,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
+from core.clients import running
 from core.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -24,21 +25,18 @@ async def ensure_topics(settings: Settings, *, timeout_ms: int = 10_000) -> None
         NewTopic(settings.dlq_topic, settings.topic_partitions, settings.topic_replication_factor),
     ]
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=timeout_ms)
-    await admin.start()
-    try:
+    async with running(admin):
         existing = set(await admin.list_topics())
         missing = [topic for topic in wanted if topic.name not in existing]
         if not missing:
             return
         response = await admin.create_topics(missing, timeout_ms=timeout_ms)
-        for topic, error_code, *_ in response.topic_errors:
-            error = for_code(error_code)
-            if error_code == 0:
-                logger.info("created topic %s", topic)
-            elif error is not TopicAlreadyExistsError:
-                raise error(f"could not create topic {topic}")
-    finally:
-        await admin.close()
+    for topic, error_code, *_ in response.topic_errors:
+        error = for_code(error_code)
+        if error_code == 0:
+            logger.info("created topic %s", topic)
+        elif error is not TopicAlreadyExistsError:
+            raise error(f"could not create topic {topic}")
 
 
 class TopicMissing(LookupError):
@@ -47,12 +45,8 @@ class TopicMissing(LookupError):
 
 async def topic_partitions(bootstrap_servers: str, topic: str) -> list[TopicPartition]:
     """The topic's partitions in order; raises :class:`TopicMissing` if the broker does not know the topic."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    await admin.start()
-    try:
+    async with running(AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)) as admin:
         [description] = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
     if description["error_code"] != 0 or not description["partitions"]:
         raise TopicMissing(f"topic {topic!r} does not exist")
     return sorted(TopicPartition(topic, partition["partition"]) for partition in description["partitions"])

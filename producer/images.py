@@ -125,6 +125,7 @@ def _view(job: Job) -> JobView:
         started_at=job.started_at,
         finished_at=job.finished_at,
         attempts=job.attempts,
+        executions=job.executions,
         error=job.error,
         result_url=_result_path(job.image_id) if job.status is JobStatus.DONE else None,
     )

@@ -69,7 +69,11 @@ class JobView(BaseModel):
     updated_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
-    attempts: int
+    attempts: int = Field(description="Tries within the latest execution (a failed try is retried with back-off).")
+    executions: int = Field(
+        description="How many times a worker started the job: above 1 when a worker died mid-job and another "
+        "ran it again (the result is recorded once)."
+    )
     error: str | None
     result_url: str | None = Field(description="Where the processed image is served, once done.")
 

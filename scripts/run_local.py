@@ -23,6 +23,7 @@ import httpx
 from PIL import Image, ImageDraw
 
 from scripts.kafka.local import KafkaLocalError, KafkaNode, broker_ids
+from scripts.kafka.support import jars_cached
 
 READY_TIMEOUT_S = 60.0
 JOB_TIMEOUT_S = 120.0
@@ -53,8 +54,8 @@ def main(argv: list[str] | None = None) -> None:
                 "STORAGE_DIR": os.environ.get("STORAGE_DIR", str(data_dir / "blobs")),
             }
             api_url = f"http://127.0.0.1:{args.api_port}"
-            stack.enter_context(_process(["image-api", "--port", str(args.api_port)], env, data_dir / "api.log"))
-            _wait_ready(api_url)
+            api = stack.enter_context(_process(["image-api", "--port", str(args.api_port)], env, data_dir / "api.log"))
+            _wait_ready(api_url, api, data_dir / "api.log")
             worker = _venv_command("image-worker")
             for index in range(args.workers if worker else 0):
                 stack.enter_context(_process(["image-worker"], env, data_dir / f"worker-{index}.log"))
@@ -79,7 +80,10 @@ def _broker(data_dir: Path, port: int) -> Iterator[str]:
         print(f"Using the Kafka broker already running on 127.0.0.1:{port}")
         yield f"127.0.0.1:{port}"
         return
-    print(f"Starting Kafka on 127.0.0.1:{port} (first run downloads its jars from Maven Central)...")
+    if jars_cached():
+        print(f"Starting Kafka on 127.0.0.1:{port}...")
+    else:
+        print(f"Starting Kafka on 127.0.0.1:{port} (downloading its jars from Maven Central first, once)...")
     with KafkaNode(data_dir, port=port, controller_port=port + 1) as node:
         yield node.bootstrap_servers
 
@@ -107,9 +111,13 @@ def _process(command: list[str], env: dict[str, str], log_path: Path) -> Iterato
             process.wait()
 
 
-def _wait_ready(api_url: str) -> None:
+def _wait_ready(api_url: str, api: subprocess.Popen[bytes], log_path: Path) -> None:
+    """Wait for ``/readyz``; an API process that exits meanwhile (a port in use, a bad setting) ends the wait."""
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
+        if api.poll() is not None:
+            last_lines = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
+            raise KafkaLocalError(f"the API exited with code {api.returncode}: " + " | ".join(last_lines))
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(f"{api_url}/readyz", timeout=5).status_code == 200:
                 return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -29,3 +31,15 @@ def test_keys_cannot_leave_the_root(tmp_path: Path, key: str) -> None:
 def test_keys_map_below_the_root(tmp_path: Path) -> None:
     store = BlobStore(tmp_path)
     assert store.path("uploads/x") == tmp_path.resolve() / "uploads" / "x"
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o002, 0o664), (0o022, 0o644), (0o077, 0o600)])
+async def test_files_get_the_process_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    """An API and workers running as different users share a store through their group and umask."""
+    store = BlobStore(tmp_path)
+    previous = os.umask(umask)
+    try:
+        await store.put("results/a.png", b"png")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "results" / "a.png").stat().st_mode) == mode

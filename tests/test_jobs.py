@@ -6,9 +6,10 @@ import asyncio
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, text, update
 
 from core.database import async_database_url
 from core.jobs import Job, JobStatus, JobStore, utc_now
@@ -305,3 +306,47 @@ async def test_worker_writes_check_the_status_they_are_given(store: JobStore) ->
         await store.complete(worker_job(image_id, JobStatus.FAILED), event_id=str(uuid.uuid4()))
     with pytest.raises(ValueError, match="expected a failed job"):
         await store.mark_failed(worker_job(image_id, JobStatus.PROCESSING))
+
+
+async def test_each_start_of_a_job_counts_as_an_execution(store: JobStore) -> None:
+    job = accepted_job()
+    await store.record_accepted(job)
+    first = await store.mark_processing(worker_job(job.image_id, JobStatus.PROCESSING), event_id=str(uuid.uuid4()))
+    # A worker died mid-job; the redelivered event starts it again (attempts start over, executions do not).
+    again = await store.mark_processing(worker_job(job.image_id, JobStatus.PROCESSING), event_id=str(uuid.uuid4()))
+    assert first is not None
+    assert again is not None
+    assert (first.executions, again.executions) == (1, 2)
+    stored = await store.get(job.image_id)
+    assert stored is not None
+    assert (stored.attempts, stored.executions) == (1, 2)
+
+
+async def test_a_database_from_before_executions_gets_the_column(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    old = JobStore.from_url(url)
+    async with old.engine.begin() as connection:
+        await connection.execute(
+            text(
+                "CREATE TABLE jobs (image_id VARCHAR(36) PRIMARY KEY, status VARCHAR(16) NOT NULL, "
+                "filter VARCHAR(32) NOT NULL, source_url TEXT, blob_key VARCHAR(512), request_fingerprint VARCHAR(64), "
+                "requested_at DATETIME NOT NULL, updated_at DATETIME NOT NULL, started_at DATETIME, "
+                "finished_at DATETIME, attempts INTEGER NOT NULL, error TEXT, result_key VARCHAR(512))"
+            )
+        )
+        await connection.execute(
+            text(
+                "INSERT INTO jobs (image_id, status, filter, requested_at, updated_at, attempts) "
+                "VALUES ('0b7c0000-0000-4000-8000-000000000000', 'done', 'blur', '2026-11-01', '2026-11-01', 1)"
+            )
+        )
+    await old.close()
+
+    store = JobStore.from_url(url)
+    try:
+        await store.create_schema()
+        stored = await store.get("0b7c0000-0000-4000-8000-000000000000")
+        assert stored is not None
+        assert (stored.status, stored.executions) == (JobStatus.DONE, 0)
+    finally:
+        await store.close()

@@ -157,6 +157,12 @@ def _resolve(artifact: str, version: str, target: Path, flavour: str) -> None:
         out_dir.rename(target)
 
 
+def jars_cached(version: str | None = None) -> bool:
+    """Whether the broker's jars for ``version`` are cached, so starting it needs no download."""
+    version = kafka_version(version)
+    return _is_complete(cache_dir(version) / "lib", version)
+
+
 def fetch_jars(version: str | None = None, *, tools: bool = False) -> Path:
     """Return the broker lib dir for ``version``, downloading it (and tools) only if not cached.
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 
+from core.logs import configure_logging
 from core.settings import InvalidSettings, load_settings
 from scripts.replay import offset_reset, redrive
 
@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # aiokafka logs each failed connection attempt; the command's own one-line error says what failed.
+    configure_logging(args.log_level, quiet_kafka=True)
     try:
         settings = load_settings()
     except InvalidSettings as exc:

@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from core.clients import running
 from core.topics import topic_partitions
 from schemas import (
     DEAD_LETTER_PREFIX,
@@ -155,9 +156,7 @@ def copy_headers(record: ConsumerRecord, group: str, dlq_topic: str) -> list[tup
 
 async def committed_offsets(bootstrap_servers: str, group: str, topic: str) -> dict[int, Committed]:
     """The group's commits on ``topic``, by partition (none for partitions never committed)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
-    await admin.start()
-    try:
+    async with running(AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)) as admin:
         deadline_s = time.monotonic() + COORDINATOR_WAIT_S
         while True:
             try:
@@ -168,8 +167,6 @@ async def committed_offsets(bootstrap_servers: str, group: str, topic: str) -> d
                 if not exc.retriable or time.monotonic() >= deadline_s:
                     raise
                 await asyncio.sleep(0.2)
-    finally:
-        await admin.close()
     return {
         tp.partition: Committed(meta.offset, decode_scan_from(meta.metadata))
         for tp, meta in offsets.items()
@@ -244,9 +241,10 @@ async def earlier_redrives(
 async def _copies_on(
     bootstrap_servers: str, main_topic: str, scan_from: Mapping[int, int], *, group: str, dlq_topic: str
 ) -> dict[tuple[int, int], MainPosition]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
-    await consumer.start()
-    try:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers, enable_auto_commit=False, isolation_level="read_committed"
+    )
+    async with running(consumer):
         partitions = await topic_partitions(bootstrap_servers, main_topic)
         consumer.assign(partitions)
         beginning = await consumer.beginning_offsets(partitions)
@@ -276,5 +274,3 @@ async def _copies_on(
                     continue
                 found.setdefault((partition, offset), MainPosition(record.partition, record.offset))
         return found
-    finally:
-        await consumer.stop()

@@ -10,6 +10,7 @@ Empty (or Dead), the same rule Kafka's own tool enforces; otherwise it fails wit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError, KafkaError
 
+from core.clients import running
 from scripts.replay.reset_plan import ResetError
 
 logger = logging.getLogger(__name__)
@@ -74,32 +76,30 @@ class GroupOffsets:
         self.bootstrap_servers = bootstrap_servers
         self.group = group
         self.timeout_s = timeout_s
-        request_timeout_ms = int(timeout_s * 1000)
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, request_timeout_ms=request_timeout_ms)
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap_servers,
-            enable_auto_commit=False,
-            request_timeout_ms=request_timeout_ms,
-            client_id="image-replay-reader",
-        )
+        # Made on entering, each once the previous one started: a client never started is never left open.
+        self._admin: AIOKafkaAdminClient
+        self._consumer: AIOKafkaConsumer
+        self._clients = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Self:
+        request_timeout_ms = int(self.timeout_s * 1000)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=request_timeout_ms)
         async with self._deadline("connecting"):
-            await self._admin.start()
-            try:
-                await self._consumer.start()
-            except BaseException:
-                await self._admin.close()
-                raise
+            self._admin = await self._clients.enter_async_context(running(admin))
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap_servers,
+                enable_auto_commit=False,
+                request_timeout_ms=request_timeout_ms,
+                client_id="image-replay-reader",
+                isolation_level="read_committed",
+            )
+            self._consumer = await self._clients.enter_async_context(running(consumer))
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        try:
-            await self._consumer.stop()
-        finally:
-            await self._admin.close()
+        await self._clients.aclose()
 
     def _deadline(self, what: str) -> _Deadline:
         return _Deadline(self.timeout_s, f"{what} (Kafka at {self.bootstrap_servers})")
@@ -218,17 +218,14 @@ class GroupOffsets:
             client_id="image-replay-reset",
             request_timeout_ms=int(self.timeout_s * 1000),
         )
-        async with self._deadline(f"committing the offsets of {self.group}"):
-            await committer.start()
+        async with self._deadline(f"committing the offsets of {self.group}"), running(committer):
+            committer.assign(list(offsets))  # never subscribe: joining would make the group non-empty
             try:
-                committer.assign(list(offsets))  # never subscribe: joining would make the group non-empty
                 await committer.commit(dict(offsets))
             except CommitFailedError:
                 raise GroupNotEmptyError(await self.describe_group()) from None
             except KafkaError as exc:
                 raise ResetError(f"committing the offsets of {self.group} failed: {exc}") from exc
-            finally:
-                await committer.stop()
 
 
 async def _retrying(call: Callable[[], Awaitable[T]], *, pause_s: float = 0.2) -> T:

@@ -32,8 +32,8 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 from sqlalchemy.exc import SQLAlchemyError
 
-from core.jobs import JobStore
-from core.processed import forget_processed, processed_among
+from core.clients import one_line
+from core.processed import NoJobDatabase, forget_processed, processed_among, workers_database
 from core.settings import Settings
 from schemas import EventDecodeError, decode_event
 from scripts.replay.group_offsets import GroupOffsets, GroupState
@@ -103,10 +103,13 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
     except KafkaError as exc:
-        print(f"{PROG}: Kafka at {settings.kafka_bootstrap_servers} failed: {exc}", file=sys.stderr)
+        print(f"{PROG}: Kafka at {settings.kafka_bootstrap_servers} failed: {one_line(exc)}", file=sys.stderr)
+        return 1
+    except NoJobDatabase as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
     except (SQLAlchemyError, OSError) as exc:
-        print(f"{PROG}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"{PROG}: {one_line(exc)}", file=sys.stderr)
         return 1
 
 
@@ -214,11 +217,8 @@ async def _with_processed_counts(
     every_id = {event_id for ids in event_ids.values() for event_id in ids if event_id is not None}
     processed: set[str] = set()
     if every_id:
-        store = JobStore.from_url(database_url)
-        try:
-            processed = await processed_among(store.engine, every_id)
-        finally:
-            await store.close()
+        async with workers_database(database_url) as engine:
+            processed = await processed_among(engine, every_id)
     counted = []
     for plan in plans:
         ids = event_ids.get(plan.partition, [])
@@ -245,16 +245,14 @@ async def _forget(database_url: str, plans: list[PartitionPlan]) -> int:
     event_ids = {event_id for plan in plans for event_id in plan.processed_event_ids}
     if not event_ids:
         return 0
-    store = JobStore.from_url(database_url)
     try:
-        return await forget_processed(store.engine, event_ids)
-    except (SQLAlchemyError, OSError) as exc:
+        async with workers_database(database_url) as engine:
+            return await forget_processed(engine, event_ids)
+    except (SQLAlchemyError, OSError, NoJobDatabase) as exc:
         raise ResetError(
             f"offsets were reset, but clearing the processed marks of {len(event_ids)} replayed event(s) failed "
             f"({type(exc).__name__}: {exc}); workers will skip them as duplicates. No mark was deleted"
         ) from None
-    finally:
-        await store.close()
 
 
 def _write_export(target: str, plans: list[PartitionPlan]) -> None:

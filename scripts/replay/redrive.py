@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -33,6 +34,7 @@ from typing import TextIO
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import KafkaError
 
+from core.clients import one_line, running
 from core.settings import Settings
 from core.topics import TopicMissing, topic_partitions
 from schemas import ErrorCode
@@ -200,11 +202,13 @@ async def redrive(
     bootstrap = settings.kafka_bootstrap_servers
     report = Report(dry_run=not options.execute, group=group)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group if options.execute else None, enable_auto_commit=False
+        bootstrap_servers=bootstrap,
+        group_id=group if options.execute else None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
     )
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
-    await consumer.start()
-    try:
+    async with contextlib.AsyncExitStack() as clients:
+        await clients.enter_async_context(running(consumer))
         dlq_partitions = await topic_partitions(bootstrap, settings.dlq_topic)
         main_partitions = await topic_partitions(bootstrap, settings.images_topic)
         consumer.assign(dlq_partitions)  # never subscribe: the group stays Empty, so the broker takes our commits
@@ -233,8 +237,10 @@ async def redrive(
             await consumer.commit(offsets)
             report.committed = dict(next_offset)
 
+        producer = None  # a dry run publishes nothing, so it opens no producer
         if options.execute:
-            await producer.start()
+            producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
+            await clients.enter_async_context(running(producer, stop_timeout_s=STOP_TIMEOUT_S))
             await commit()  # covers the first batch: see the docstring
         selection = _Selection(options, earlier)
         progress = Progress(sum(max(0, end[tp] - start[tp]) for tp in dlq_partitions), progress_stream)
@@ -254,7 +260,7 @@ async def redrive(
                         blocked.add(record.partition)
                     elif record.partition not in blocked:
                         next_offset[record.partition] = record.offset + 1
-                if options.execute:
+                if producer is not None:
                     if outgoing:
                         earlier.update(await _publish(producer, outgoing, settings, group))
                         if between_ack_and_commit is not None:
@@ -266,13 +272,6 @@ async def redrive(
         finally:
             progress.close()
         return report
-    finally:
-        await consumer.stop()
-        try:
-            async with asyncio.timeout(STOP_TIMEOUT_S):
-                await producer.stop()
-        except TimeoutError:
-            logger.warning("redrive producer did not stop within %s s", STOP_TIMEOUT_S)
 
 
 async def _publish(
@@ -373,7 +372,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     try:
         report = await redrive(settings, options)
     except (KafkaError, TopicMissing, TimeoutError, OSError) as exc:
-        print(f"image-replay redrive: {type(exc).__name__}: {exc or 'no details'}", file=sys.stderr)
+        print(f"image-replay redrive: {one_line(exc)}", file=sys.stderr)
         return 1
     print(report.as_json() if args.json else report.as_table())
     return 0

@@ -1,0 +1,56 @@
+"""Starting and stopping aiokafka clients so that none is left open.
+
+A client whose ``start()`` failed still has to be stopped (aiokafka complains about it at exit otherwise), and
+stopping needs a deadline: an idempotent producer's ``stop()`` flushes, which can wait forever for an absent
+broker (aiokafka issue #1101).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+logger = logging.getLogger(__name__)
+
+STOP_TIMEOUT_S = 10.0
+
+Client = TypeVar("Client", AIOKafkaConsumer, AIOKafkaProducer, AIOKafkaAdminClient)
+
+
+@contextlib.asynccontextmanager
+async def running(client: Client, *, stop_timeout_s: float = STOP_TIMEOUT_S) -> AsyncIterator[Client]:
+    """Start ``client`` for the block; it is stopped afterwards, also when starting failed."""
+    try:
+        await client.start()
+        yield client
+    finally:
+        await stop_within(client, stop_timeout_s)
+
+
+async def stop_within(client: AIOKafkaConsumer | AIOKafkaProducer | AIOKafkaAdminClient, timeout_s: float) -> None:
+    """Stop ``client``, giving up (with a warning) after ``timeout_s``; errors while stopping are only logged."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            if isinstance(client, AIOKafkaAdminClient):
+                await client.close()
+            else:
+                await client.stop()
+    except TimeoutError:
+        logger.warning("%s did not stop within %s s", type(client).__name__, timeout_s)
+    except (KafkaError, OSError) as exc:
+        logger.warning("%s stopped with an error: %r", type(client).__name__, exc)
+
+
+def one_line(error: BaseException) -> str:
+    """``ErrorClass: message`` on one line; aiokafka's errors already begin with their class name."""
+    name, text = type(error).__name__, " ".join(str(error).split())
+    if not text:
+        return name
+    return text if text.startswith(name) else f"{name}: {text}"
