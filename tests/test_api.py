@@ -7,9 +7,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import hashlib
-import io
 import ipaddress
-import random
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -17,7 +15,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from PIL import Image
 from sqlalchemy import update
 
 from core.addresses import literal_ip, literal_ip_blocked
@@ -28,24 +25,12 @@ from core.tables import jobs_table
 from producer.app import create_app
 from producer.intake import JobIntake
 from schemas import BlobSource, UrlSource, decode_event
-from tests.conftest import api_client, make_settings
-from tests.kafka_reads import partition_count, read_topic
+from tests.support.api import api_client
+from tests.support.images import png_bytes
+from tests.support.kafka_reads import partition_count, read_topic
+from tests.support.settings import make_settings
 
 pytestmark = pytest.mark.integration
-
-
-def png_bytes(size: tuple[int, int] = (8, 6), color: tuple[int, int, int] = (200, 40, 90)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, color).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def noise_png_bytes(size: tuple[int, int]) -> bytes:
-    """A PNG that does not compress: its size on the wire is about width * height * 3."""
-    noise = random.Random(0).randbytes(size[0] * size[1] * 3)
-    buffer = io.BytesIO()
-    Image.frombytes("RGB", size, noise).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 async def test_post_url_appends_one_keyed_event_and_answers_202(api: httpx.AsyncClient, settings: Settings) -> None:
@@ -90,7 +75,7 @@ async def test_events_of_one_image_share_a_partition(api: httpx.AsyncClient, set
 
 
 async def test_upload_stores_bytes_in_blob_store_not_in_the_event(api: httpx.AsyncClient, settings: Settings) -> None:
-    image = noise_png_bytes((64, 64))
+    image = png_bytes((64, 64), noise=True)
     response = await api.post("/images", files={"file": ("cat.png", image, "image/png")}, data={"filter": "sepia"})
 
     assert response.status_code == 202
@@ -153,7 +138,10 @@ async def test_idempotency_key_reused_for_another_request_is_rejected(
         ({"content": b"{not json", "headers": {"content-type": "application/json"}}, None),
         ({"content": b"\x00\xff\xfe", "headers": {"content-type": "application/json"}}, None),
         ({"json": ["https://example.com/a.png", "blur"]}, None),
-        ({"files": {"file": ("a.png", noise_png_bytes((320, 320)), "image/png")}, "data": {"filter": "blur"}}, "file"),
+        (
+            {"files": {"file": ("a.png", png_bytes((320, 320), noise=True), "image/png")}, "data": {"filter": "blur"}},
+            "file",
+        ),
         ({"files": {"file": ("a.png", b"GIF89a but not really", "image/png")}, "data": {"filter": "blur"}}, "file"),
         ({"files": {"file": ("a.png", b"", "image/png")}, "data": {"filter": "blur"}}, "file"),
         ({"files": {"file": ("a.png", png_bytes(), "image/png")}, "data": {"filter": "posterize"}}, "filter"),
@@ -340,7 +328,7 @@ async def test_status_reads_on_each_database(kafka_bootstrap: str, tmp_path: Pat
 async def test_done_job_serves_its_result(api: httpx.AsyncClient, settings: Settings) -> None:
     accepted = await api.post("/images", json={"url": "https://example.com/r.png", "filter": "thumbnail"})
     image_id = accepted.json()["id"]
-    result = png_bytes((4, 4), (1, 2, 3))
+    result = png_bytes((4, 4), color=(1, 2, 3))
     blobs = BlobStore(settings.storage_dir)
     await blobs.put(blobs.result_key(image_id), result)
     jobs = JobStore.from_url(settings.database_url)

@@ -15,8 +15,9 @@ import pytest
 
 from core.settings import Settings
 from scripts.kafka.local import KafkaNode
-from tests.conftest import api_client, make_settings
-from tests.kafka_reads import read_topic
+from tests.support.api import api_client
+from tests.support.kafka_reads import read_topic
+from tests.support.settings import make_settings
 
 pytestmark = pytest.mark.integration
 

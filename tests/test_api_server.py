@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_settings
-from tests.processes import ApiProcess
 from tests.reliability.harness import free_port, wait_until_ready
+from tests.support.processes import ApiProcess
+from tests.support.settings import make_settings
 
 pytestmark = pytest.mark.integration
 

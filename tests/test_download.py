@@ -30,8 +30,8 @@ from consumer.download import (
 )
 from consumer.errors import PermanentError, TransientError
 from core.settings import Settings
-from tests.conftest import make_settings
-from tests.http_servers import Hit, RawHttpServer, redirect, respond, serving
+from tests.support.http_servers import Hit, RawHttpServer, redirect, respond, serving
+from tests.support.settings import make_settings
 
 
 def fetch_settings(tmp_path: Path, **overrides: object) -> Settings:

@@ -16,6 +16,7 @@ from consumer.filters import (
     registered_filters,
 )
 from schemas import FilterName
+from tests.support.images import encoded
 
 ALPHA_KEEPING = [name for name in FilterName if name is not FilterName.BLUR and name is not FilterName.THUMBNAIL]
 
@@ -47,9 +48,7 @@ def sample(mode: str) -> Image.Image:
 
 
 def png_round_trip(image: Image.Image) -> Image.Image:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return Image.open(io.BytesIO(buffer.getvalue()))
+    return Image.open(io.BytesIO(encoded(image)))
 
 
 def test_every_filter_name_has_exactly_one_implementation() -> None:

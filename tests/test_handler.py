@@ -22,9 +22,10 @@ from core.blobs import BlobStore
 from core.jobs import Job, JobStatus, JobStore, utc_now
 from core.settings import Settings
 from schemas import EventDecodeError, FilterName, ImageProcessV1
-from tests.conftest import make_settings
-from tests.http_servers import Hit, respond, serving
-from tests.image_events import blob_event, event_record, make_record, png_bytes, url_event
+from tests.support.events import blob_event, event_record, make_record, url_event
+from tests.support.http_servers import Hit, respond, serving
+from tests.support.images import png_bytes, truncated_png
+from tests.support.settings import make_settings
 
 HandlerFactory = Callable[..., JobHandler]
 
@@ -197,11 +198,6 @@ async def test_undecodable_records_are_permanent(handler: JobHandler, value: byt
     with pytest.raises(PermanentError, match="undecodable record") as caught:
         await handler.handle(make_record(value), attempt=1)
     assert isinstance(caught.value.__cause__, EventDecodeError)
-
-
-def truncated_png() -> bytes:
-    data = png_bytes((200, 200))
-    return data[: len(data) // 2]
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,8 @@ from consumer.handler import JobHandler
 from core.blobs import BlobStore
 from core.database import is_transient_database_error
 from core.jobs import JobStore
-from tests.conftest import make_settings
-from tests.image_events import event_record, url_event
+from tests.support.events import event_record, url_event
+from tests.support.settings import make_settings
 
 
 def test_error_text_is_short() -> None:

@@ -32,8 +32,8 @@ from schemas import decode_event, encode_event
 from scripts.kafka.local import run_kafka_tool
 from scripts.replay import cli as replay
 from scripts.replay.offset_reset import configure_parser, run
-from tests.conftest import make_settings
-from tests.worker_support import url_event
+from tests.support.events import url_event
+from tests.support.settings import make_settings
 
 CONSUMER_GROUP_COMMAND = "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand"
 HOUR_MS = 3_600_000

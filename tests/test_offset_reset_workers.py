@@ -20,9 +20,10 @@ from core.topics import ensure_topics
 from schemas import ImageProcessV1, encode_event
 from scripts.replay.group_offsets import GroupNotEmptyError, GroupOffsets, Member
 from scripts.replay.offset_reset import configure_parser, run
-from tests.conftest import make_settings
-from tests.image_server import ImageServer
-from tests.worker_support import committed_and_end_offsets, eventually, offsets_all_committed, running_worker, url_event
+from tests.support.events import url_event
+from tests.support.image_server import ImageServer
+from tests.support.settings import make_settings
+from tests.support.worker import committed_and_end_offsets, eventually, offsets_all_committed, running_worker
 
 PARTITIONS = 3
 PER_PARTITION = 4

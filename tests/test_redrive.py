@@ -23,10 +23,11 @@ from core.topics import ensure_topics
 from scripts.replay import redrive
 from scripts.replay.dead_letter_reader import committed_offsets, header
 from scripts.replay.redrive import RedriveOptions
-from tests.conftest import make_settings
-from tests.image_server import ImageServer
-from tests.kafka_reads import read_topic
-from tests.worker_support import as_record, count_jobs, eventually, produce, running_worker, url_event
+from tests.support.events import as_record, url_event
+from tests.support.image_server import ImageServer
+from tests.support.kafka_reads import read_topic
+from tests.support.settings import make_settings, worker_test_settings
+from tests.support.worker import count_jobs, eventually, produce, running_worker
 
 pytestmark = pytest.mark.integration
 
@@ -41,15 +42,12 @@ class SimulatedCrash(Exception):
 
 @pytest.fixture
 def worker_settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
-    return make_settings(
+    return worker_test_settings(
         kafka_bootstrap,
         tmp_path,
-        allow_private_urls=True,
         max_attempts=2,
-        retry_backoff_s=0.05,
         retry_backoff_max_s=0.1,
         fetch_timeout_s=2.0,
-        commit_interval_s=0.2,
         shutdown_timeout_s=5.0,
     )
 

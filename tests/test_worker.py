@@ -20,12 +20,13 @@ from consumer.worker import Worker
 from core.blobs import BlobStore
 from core.jobs import Job, JobStatus, JobStore
 from core.settings import Settings
-from tests.conftest import make_settings
-from tests.image_server import ImageServer, sample_png
-from tests.kafka_reads import read_topic
-from tests.worker_support import (
+from tests.support.events import as_record, url_event
+from tests.support.image_server import ImageServer
+from tests.support.images import png_bytes
+from tests.support.kafka_reads import read_topic
+from tests.support.settings import worker_test_settings
+from tests.support.worker import (
     alter_topic_configs,
-    as_record,
     committed_and_end_offsets,
     count_jobs,
     count_processed,
@@ -34,7 +35,6 @@ from tests.worker_support import (
     offsets_all_committed,
     produce,
     running_worker,
-    url_event,
 )
 
 pytestmark = pytest.mark.integration
@@ -42,16 +42,12 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def worker_settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
-    return make_settings(
+    return worker_test_settings(
         kafka_bootstrap,
         tmp_path,
-        allow_private_urls=True,
-        worker_concurrency=8,
         max_attempts=2,
-        retry_backoff_s=0.05,
         retry_backoff_max_s=0.2,
         fetch_timeout_s=1.0,
-        commit_interval_s=0.2,
         shutdown_timeout_s=10.0,
     )
 
@@ -71,7 +67,7 @@ async def test_jobs_are_processed_and_offsets_committed(
         job = await jobs.get(str(event.image_id))
         assert job is not None
         assert job.result_key == blobs.result_key(str(event.image_id))
-        expected = Image.open(io.BytesIO(sample_png(seed))).convert("L")
+        expected = Image.open(io.BytesIO(png_bytes(seed=seed))).convert("L")
         result = Image.open(io.BytesIO(await blobs.get(job.result_key)))
         assert result.mode == "L"
         assert result.tobytes() == expected.tobytes()

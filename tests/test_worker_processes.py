@@ -16,17 +16,17 @@ from PIL import Image
 from core.blobs import BlobStore
 from core.jobs import JobStatus, JobStore
 from core.settings import Settings
-from tests.conftest import make_settings
-from tests.image_server import ImageServer, sample_png
-from tests.processes import WorkerProcess
-from tests.worker_support import (
-    as_record,
+from tests.support.events import as_record, url_event
+from tests.support.image_server import ImageServer
+from tests.support.images import png_bytes
+from tests.support.processes import WorkerProcess
+from tests.support.settings import worker_test_settings
+from tests.support.worker import (
     count_jobs,
     count_processed,
     eventually,
     offsets_all_committed,
     produce,
-    url_event,
 )
 
 pytestmark = pytest.mark.integration
@@ -36,16 +36,7 @@ SHUTDOWN_TIMEOUT_S = 20.0
 
 @pytest.fixture
 def worker_settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
-    return make_settings(
-        kafka_bootstrap,
-        tmp_path,
-        topic_partitions=6,
-        allow_private_urls=True,
-        worker_concurrency=8,
-        retry_backoff_s=0.05,
-        commit_interval_s=0.2,
-        shutdown_timeout_s=SHUTDOWN_TIMEOUT_S,
-    )
+    return worker_test_settings(kafka_bootstrap, tmp_path, topic_partitions=6, shutdown_timeout_s=SHUTDOWN_TIMEOUT_S)
 
 
 @pytest.fixture
@@ -92,7 +83,7 @@ async def test_two_workers_process_200_jobs_exactly_once(
     blobs = BlobStore(worker_settings.storage_dir)
     for seed in (0, 117, 199):
         result = Image.open(io.BytesIO(await blobs.get(blobs.result_key(str(events[seed].image_id)))))
-        assert result.tobytes() == Image.open(io.BytesIO(sample_png(seed))).convert("L").tobytes()
+        assert result.tobytes() == Image.open(io.BytesIO(png_bytes(seed=seed))).convert("L").tobytes()
     logs = "".join(worker.log() for worker in workers)
     assert logs.count("Processing image") == 200
     assert all(logs.count(f"/img/{seed}.png with filter grayscale... Done") == 1 for seed in (0, 99, 199))

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from core.settings import Settings
-from tests.conftest import make_settings
-from tests.processes import ApiProcess, ServiceProcess, WorkerProcess
 from tests.reliability.harness import Scale, free_port
+from tests.support.processes import ApiProcess, ServiceProcess, WorkerProcess
+from tests.support.settings import worker_test_settings
 
 pytestmark = pytest.mark.reliability
 
@@ -35,17 +35,13 @@ def scale(request: pytest.FixtureRequest) -> Scale:
 @pytest.fixture
 def reliability_settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
     """Settings for real processes: 6 partitions, fast retries, loopback images allowed."""
-    return make_settings(
+    return worker_test_settings(
         kafka_bootstrap,
         tmp_path,
         topic_partitions=6,
-        allow_private_urls=True,
-        worker_concurrency=8,
         max_attempts=3,
-        retry_backoff_s=0.05,
         retry_backoff_max_s=0.5,
         fetch_timeout_s=5.0,
-        commit_interval_s=0.2,
         shutdown_timeout_s=15.0,
         send_timeout_s=3.0,
     )

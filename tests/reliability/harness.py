@@ -25,8 +25,8 @@ from sqlalchemy.exc import DBAPIError
 from core.jobs import JobStatus, JobStore
 from core.settings import Settings
 from core.tables import jobs_table, processed_events_table
-from tests.image_server import ImageServer
-from tests.kafka_reads import read_topic
+from tests.support.image_server import ImageServer
+from tests.support.kafka_reads import read_topic
 
 FIGURES: list[str] = []
 """One line per scenario run, printed in pytest's terminal summary."""

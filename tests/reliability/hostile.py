@@ -16,9 +16,9 @@ from aiokafka import ConsumerRecord
 from core.jobs import JobStore
 from core.settings import Settings
 from core.topics import TopicMissing
-from tests.http_servers import Hit, RawHttpServer, Responder, respond, serving
-from tests.kafka_reads import read_topic
-from tests.processes import WorkerProcess
+from tests.support.http_servers import Hit, RawHttpServer, Responder, respond, serving
+from tests.support.kafka_reads import read_topic
+from tests.support.processes import WorkerProcess
 
 DLQ_METADATA = (
     "dlq.original.topic",

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -33,8 +32,9 @@ from schemathesis.specs.openapi.formats import unregister_string_format
 
 from core.imaging import ALLOWED_IMAGE_FORMATS
 from producer.app import create_app
-from tests.conftest import make_settings
 from tests.reliability.harness import FIGURES, Scale
+from tests.support.images import encoded
+from tests.support.settings import make_settings
 
 SEED = 20261127
 # Any 5xx fails the run, the documented 503 included (a database or blob-store error is mapped to 503 too, and
@@ -52,9 +52,7 @@ def valid_images(draw: st.DrawFn) -> bytes:
     width, height = draw(st.integers(1, MAX_IMAGE_SIDE)), draw(st.integers(1, MAX_IMAGE_SIDE))
     pixels = draw(st.binary(min_size=width * height * 3, max_size=width * height * 3))
     image_format = draw(st.sampled_from(ALLOWED_IMAGE_FORMATS))
-    buffer = io.BytesIO()
-    Image.frombytes("RGB", (width, height), pixels).save(buffer, format=image_format)
-    return buffer.getvalue()
+    return encoded(Image.frombytes("RGB", (width, height), pixels), image_format)
 
 
 @contextlib.contextmanager

@@ -26,8 +26,6 @@ from aiokafka.errors import KafkaError
 
 from core.settings import Settings
 from scripts.kafka.local import KafkaCluster, KafkaNode
-from tests.image_server import ImageServer
-from tests.processes import ApiProcess, WorkerProcess
 from tests.reliability.conftest import StartApi, StartWorker
 from tests.reliability.harness import (
     LoadResult,
@@ -38,7 +36,9 @@ from tests.reliability.harness import (
     record_figures,
     wait_until_ready,
 )
-from tests.worker_support import eventually
+from tests.support.image_server import ImageServer
+from tests.support.processes import ApiProcess, WorkerProcess
+from tests.support.worker import eventually
 
 WORKERS = 2
 # The API promises an answer within SEND_TIMEOUT_S; the slack covers a loaded 2-core CI machine, not a hang.

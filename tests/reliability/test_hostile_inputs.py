@@ -14,22 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import io
 import itertools
 import os
-import random
 import struct
 import time
-import zlib
 from pathlib import Path
 
 import httpx
-from PIL import Image
 
 from core.settings import Settings
-from tests.http_servers import Hit, Responder, respond
-from tests.image_server import ImageServer
-from tests.processes import ServiceProcess
 from tests.reliability.conftest import StartApi
 from tests.reliability.harness import Scale, count_figures, drain, record_figures, wait_until_ready
 from tests.reliability.hostile import (
@@ -43,7 +36,12 @@ from tests.reliability.hostile import (
     routes,
     watching,
 )
-from tests.worker_support import as_record, eventually, produce, url_event
+from tests.support.events import as_record, url_event
+from tests.support.http_servers import Hit, Responder, respond
+from tests.support.image_server import ImageServer
+from tests.support.images import png_declaring, truncated_png
+from tests.support.processes import ServiceProcess
+from tests.support.worker import eventually, produce
 
 LIMIT_BYTES = 1_000_000
 FETCH_TIMEOUT_S = 2.0
@@ -203,25 +201,6 @@ async def test_hostile_downloads_are_cut_off_at_the_limit_or_the_deadline(
 
 
 # --- image bombs ------------------------------------------------------------------------------------------------------
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def png_declaring(width: int, height: int, *, depth: int = 1, rows: int | None = None) -> bytes:
-    """A grayscale PNG of ``width`` x ``height`` whose first ``rows`` rows (all by default) are zeros."""
-    header = struct.pack(">IIBBBBB", width, height, depth, 0, 0, 0, 0)
-    compressor = zlib.compressobj(9)
-    row = b"\0" * ((width * depth + 7) // 8 + 1)
-    data = b"".join(compressor.compress(row) for _ in range(height if rows is None else rows)) + compressor.flush()
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", data) + _png_chunk(b"IEND", b"")
-
-
-def truncated_png() -> bytes:
-    buffer = io.BytesIO()
-    Image.frombytes("RGB", (256, 256), random.Random(0).randbytes(256 * 256 * 3)).save(buffer, format="PNG")
-    return buffer.getvalue()[: len(buffer.getvalue()) // 2]
 
 
 EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n/Helvetica findfont 5 scalefont setfont\nshowpage\n%%EOF\n"

@@ -25,21 +25,19 @@ from aiokafka.errors import KafkaError
 from core.settings import Settings
 from core.topics import TopicMissing
 from schemas import encode_event
-from tests.image_server import ImageServer
-from tests.kafka_reads import read_topic
 from tests.reliability.conftest import StartApi, StartWorker
 from tests.reliability.harness import Scale, count_figures, drain, post_jobs, record_figures, wait_until_ready
 from tests.reliability.hostile import create_job_schema, dead_letters, headers_of, missing_metadata
-from tests.worker_support import (
-    Record,
+from tests.support.events import Record, as_record, url_event
+from tests.support.image_server import ImageServer
+from tests.support.kafka_reads import read_topic
+from tests.support.worker import (
     alter_topic_configs,
-    as_record,
     committed_and_end_offsets,
     create_topic_with_configs,
     eventually,
     offsets_all_committed,
     produce,
-    url_event,
 )
 
 WORKERS = 2

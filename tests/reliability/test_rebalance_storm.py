@@ -21,8 +21,6 @@ from pathlib import Path
 import pytest
 
 from core.settings import Settings
-from tests.image_server import ImageServer
-from tests.processes import ServiceProcess, WorkerProcess
 from tests.reliability.conftest import StartApi
 from tests.reliability.harness import (
     Scale,
@@ -34,7 +32,9 @@ from tests.reliability.harness import (
     record_figures,
     wait_until_ready,
 )
-from tests.worker_support import eventually
+from tests.support.image_server import ImageServer
+from tests.support.processes import ServiceProcess, WorkerProcess
+from tests.support.worker import eventually
 
 SHUTDOWN_TIMEOUT_S = 2.0
 SLOW_JOB_S = 4.0  # longer than the drain: a slow job running at a rebalance is cancelled and runs again

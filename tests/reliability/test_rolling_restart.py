@@ -6,11 +6,11 @@ import asyncio
 import functools
 
 from core.settings import Settings
-from tests.image_server import ImageServer
-from tests.processes import WorkerProcess
 from tests.reliability.conftest import StartApi, StartWorker
 from tests.reliability.harness import Scale, count_figures, drain, post_jobs, record_figures, wait_until_ready
-from tests.worker_support import eventually
+from tests.support.image_server import ImageServer
+from tests.support.processes import WorkerProcess
+from tests.support.worker import eventually
 
 WORKERS = 3
 STOP_BOUND_S = 30.0

@@ -23,9 +23,6 @@ import httpx
 
 from core.settings import Settings
 from schemas import encode_event
-from tests.http_servers import redirect, respond
-from tests.image_server import ImageServer, sample_png
-from tests.processes import ServiceProcess
 from tests.reliability.conftest import StartApi
 from tests.reliability.harness import Scale, count_figures, drain, record_figures, wait_until_ready
 from tests.reliability.hostile import (
@@ -36,7 +33,12 @@ from tests.reliability.hostile import (
     missing_metadata,
     routes,
 )
-from tests.worker_support import Record, as_record, eventually, offsets_all_committed, produce, url_event
+from tests.support.events import Record, as_record, url_event
+from tests.support.http_servers import redirect, respond
+from tests.support.image_server import ImageServer
+from tests.support.images import png_bytes
+from tests.support.processes import ServiceProcess
+from tests.support.worker import eventually, offsets_all_committed, produce
 
 STAND_IN = "127.0.0.2"
 BLOCKED = "blocked_url"
@@ -81,11 +83,11 @@ async def test_ssrf_targets_are_refused_at_the_api_or_dead_lettered_by_the_worke
     tmp_path: Path,
 ) -> None:
     settings = reliability_settings.model_copy(update={"allow_private_urls": False, "fetch_timeout_s": 3.0})
-    secret = respond(body=sample_png(7), headers=[("Content-Type", "image/png")])
+    secret = respond(body=png_bytes(seed=7), headers=[("Content-Type", "image/png")])
     async with routes({"/secret.png": secret}) as canary, routes({"/secret.png": secret}, host="::1") as canary6:
         ports = {"v4": canary.port, "v6": canary6.port}
         redirects = {path: redirect(target.format(**ports)) for path, target in REDIRECTS.items()}
-        control = respond(body=sample_png(3), headers=[("Content-Type", "image/png")])
+        control = respond(body=png_bytes(seed=3), headers=[("Content-Type", "image/png")])
         async with routes({**redirects, "/good.png": control}, host=STAND_IN) as stand_in:
             api = start_api(settings)
             await create_job_schema(settings)

@@ -17,8 +17,6 @@ import time
 import pytest
 
 from core.settings import Settings
-from tests.image_server import ImageServer
-from tests.processes import WorkerProcess
 from tests.reliability.conftest import StartApi, StartWorker
 from tests.reliability.harness import (
     Scale,
@@ -30,7 +28,9 @@ from tests.reliability.harness import (
     record_figures,
     wait_until_ready,
 )
-from tests.worker_support import committed_and_end_offsets, eventually, offsets_all_committed
+from tests.support.image_server import ImageServer
+from tests.support.processes import WorkerProcess
+from tests.support.worker import committed_and_end_offsets, eventually, offsets_all_committed
 
 WORKERS = 3
 SEED = 20261127

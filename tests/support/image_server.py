@@ -8,29 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import io
 import threading
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from PIL import Image
-
-
-def sample_png(seed: int, size: tuple[int, int] = (24, 16)) -> bytes:
-    """A small, distinct RGB image per seed (so results can be compared with Pillow's own filters)."""
-    image = Image.new("RGB", size)
-    image.putdata(
-        [
-            ((seed * 37 + x * 11) % 256, (seed * 91 + y * 23) % 256, (x * y + seed) % 256)
-            for y in range(size[1])
-            for x in range(size[0])
-        ]
-    )
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+from tests.support.images import png_bytes, truncated_png
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -41,9 +25,9 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 class ImageServer:
-    """``/img/<seed>.png[?delay=S]`` serves ``sample_png(seed)``; ``/corrupt.png`` a truncated PNG;
+    """``/img/<seed>.png[?delay=S]`` serves ``png_bytes(seed=seed)``; ``/corrupt.png`` ``truncated_png()``;
     ``/hang`` never answers; ``/late/<seed>.png`` is 404 until :meth:`release_late` is called, then serves
-    ``sample_png(seed)`` (a cause that gets fixed, for redrive tests); anything else is 404. ``hits`` counts
+    ``png_bytes(seed=seed)`` (a cause that gets fixed, for redrive tests); anything else is 404. ``hits`` counts
     requests per path, ``order`` lists them."""
 
     def __init__(self) -> None:
@@ -78,13 +62,13 @@ class ImageServer:
                     server._closing.wait(3600)
                     return
                 if parsed.path.startswith("/img/") and parsed.path.endswith(".png"):
-                    self._send(sample_png(int(parsed.path[5:-4])))
+                    self._send(png_bytes(seed=int(parsed.path[5:-4])))
                 elif (
                     parsed.path.startswith("/late/") and parsed.path.endswith(".png") and server.late_released.is_set()
                 ):
-                    self._send(sample_png(int(parsed.path[6:-4])))
+                    self._send(png_bytes(seed=int(parsed.path[6:-4])))
                 elif parsed.path == "/corrupt.png":
-                    self._send(sample_png(1)[:60])
+                    self._send(truncated_png())
                 else:
                     self.send_error(404)
 

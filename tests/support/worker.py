@@ -1,11 +1,10 @@
-"""Helpers for worker tests: events straight onto the topic, a worker running in-process, polls with deadlines."""
+"""Helpers for worker tests: records straight onto the topic, a worker running in-process, polls with deadlines,
+counts of jobs and offsets, topics with configs of their own."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -21,23 +20,8 @@ from core.jobs import JobStatus, JobStore
 from core.settings import Settings
 from core.tables import jobs_table, processed_events_table
 from core.topics import ensure_topics, topic_partitions
-from schemas import FilterName, ImageProcessV1, UrlSource, encode_event, event_headers
-
-Record = tuple[bytes | None, bytes | None]
-
-
-def url_event(url: str, image_filter: str = "grayscale", image_id: uuid.UUID | None = None) -> ImageProcessV1:
-    return ImageProcessV1(
-        event_id=uuid.uuid4(),
-        image_id=image_id or uuid.uuid4(),
-        source=UrlSource.model_validate({"url": url}),
-        filter=FilterName(image_filter),
-        requested_at=dt.datetime.now(dt.UTC),
-    )
-
-
-def as_record(event: ImageProcessV1) -> Record:
-    return str(event.image_id).encode(), encode_event(event)
+from schemas import event_headers
+from tests.support.events import Record, url_event
 
 
 async def produce(settings: Settings, records: Iterable[Record]) -> None:
