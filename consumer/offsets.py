@@ -28,6 +28,11 @@ class PartitionOffsets:
         heapq.heappush(self._pending, offset)
         self._next_offset = max(self._next_offset or 0, offset + 1)
 
+    def passed(self, position: int) -> None:
+        """The consumer's position moved to ``position`` past offsets that hold no record for us: the markers that
+        end transactions. Without this, a partition written in transactions never looks fully committed."""
+        self._next_offset = max(self._next_offset or 0, position)
+
     def finished(self, offset: int) -> None:
         self._finished.add(offset)
         while self._pending and self._pending[0] in self._finished:

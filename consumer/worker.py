@@ -16,6 +16,7 @@ in :mod:`consumer.dead_letters`, idempotency in :mod:`consumer.handler`):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -163,6 +164,11 @@ class Worker:
         offsets = {}
         for partition in partitions:
             owned = self._owned.get(partition)
+            if owned is not None and not owned.released:
+                # Every record fetched so far was admitted; the position is past them and any transaction marker.
+                # (Not for a released partition: records fetched after its release were dropped, not run.)
+                with contextlib.suppress(IllegalStateError):  # revoked meanwhile: its release commits it
+                    owned.offsets.passed(await self._consumer.position(partition))
             committable = owned.offsets.committable() if owned is not None else None
             if committable is not None:
                 offsets[partition] = committable

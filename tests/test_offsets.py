@@ -61,3 +61,15 @@ def test_random_orders_never_commit_past_pending() -> None:
             committable = offsets.committable()
             expected = min(set(started) - done, default=len(started))
             assert committable == expected
+
+
+def test_a_position_past_transaction_markers_becomes_committable() -> None:
+    offsets = PartitionOffsets()
+    offsets.started(10)
+    offsets.finished(10)
+    assert offsets.committable() == 11
+    offsets.passed(12)  # offset 11 is the marker that committed the transaction of record 10
+    assert offsets.committable() == 12
+    offsets.started(12)
+    offsets.passed(13)
+    assert offsets.committable() == 12, "a record still running holds the commit back"

@@ -9,10 +9,17 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from core.topics import topic_partitions
 
 
-async def read_topic(bootstrap_servers: str, topic: str, *, timeout_s: float = 20.0) -> list[ConsumerRecord]:
-    """Every record on ``topic`` from the beginning to the end offsets as of the call, in partition order."""
+async def read_topic(
+    bootstrap_servers: str, topic: str, *, timeout_s: float = 20.0, committed_only: bool = False
+) -> list[ConsumerRecord]:
+    """Every record on ``topic`` from the beginning to the end offsets as of the call, in partition order;
+    with ``committed_only``, as workers see it (``read_committed``: no record of an open or aborted transaction)."""
     partitions = await topic_partitions(bootstrap_servers, topic)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers,
+        enable_auto_commit=False,
+        isolation_level="read_committed" if committed_only else "read_uncommitted",
+    )
     await consumer.start()
     try:
         consumer.assign(partitions)
