@@ -41,9 +41,9 @@ from core.jobs import Job, JobStatus, JobStore, utc_now
 from core.settings import Settings
 from schemas import (
     BlobSource,
+    DecodedEvent,
     ErrorCode,
     EventDecodeError,
-    ImageProcessEvent,
     UnsupportedEventVersion,
     UrlSource,
     decode_event,
@@ -162,7 +162,7 @@ class JobHandler:
         failed = dataclasses.replace(failed, finished_at=now, error=describe_error(error))
         await _database(self._jobs.mark_failed(failed))
 
-    async def _source_bytes(self, event: ImageProcessEvent) -> bytes:
+    async def _source_bytes(self, event: DecodedEvent) -> bytes:
         source = event.source
         if isinstance(source, UrlSource):
             return await self._downloader.download(str(source.url))
@@ -193,7 +193,7 @@ async def _database(operation: Awaitable[T]) -> T:
         raise
 
 
-def _decode(record: aiokafka.ConsumerRecord) -> ImageProcessEvent:
+def _decode(record: aiokafka.ConsumerRecord) -> DecodedEvent:
     try:
         return decode_event(record.value)
     except UnsupportedEventVersion as exc:
@@ -202,6 +202,6 @@ def _decode(record: aiokafka.ConsumerRecord) -> ImageProcessEvent:
         raise UndecodableEvent(f"undecodable record: {exc}") from exc
 
 
-def _source_name(event: ImageProcessEvent) -> str:
+def _source_name(event: DecodedEvent) -> str:
     source = event.source
     return str(source.url) if isinstance(source, UrlSource) else source.key

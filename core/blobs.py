@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -44,6 +45,25 @@ class BlobStore:
 
     async def exists(self, key: str) -> bool:
         return await asyncio.to_thread(self.path(key).is_file)
+
+    async def delete(self, key: str) -> None:
+        """Remove ``key``; a key already gone is fine."""
+        await asyncio.to_thread(self.path(key).unlink, missing_ok=True)
+
+    async def keys_older_than(self, prefix: str, age_s: float) -> list[str]:
+        """Keys under ``prefix`` (a folder such as ``uploads``) last written more than ``age_s`` ago."""
+
+        def scan() -> list[str]:
+            folder, cutoff = self.path(prefix), time.time() - age_s
+            if not folder.is_dir():
+                return []
+            return [
+                f"{prefix}/{entry.name}"
+                for entry in os.scandir(folder)
+                if entry.is_file() and not entry.name.startswith(".") and entry.stat().st_mtime < cutoff
+            ]
+
+        return await asyncio.to_thread(scan)
 
     @staticmethod
     def _write_atomically(path: Path, data: bytes) -> None:

@@ -17,6 +17,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from core.logs import KAFKA_TROUBLE
+
 logger = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 10.0
@@ -43,9 +45,9 @@ async def stop_within(client: AIOKafkaConsumer | AIOKafkaProducer | AIOKafkaAdmi
             else:
                 await client.stop()
     except TimeoutError:
-        logger.warning("%s did not stop within %s s", type(client).__name__, timeout_s)
+        logger.warning("%s did not stop within %s s", type(client).__name__, timeout_s, extra=KAFKA_TROUBLE)
     except (KafkaError, OSError) as exc:
-        logger.warning("%s stopped with an error: %r", type(client).__name__, exc)
+        logger.warning("%s stopped with an error: %r", type(client).__name__, exc, extra=KAFKA_TROUBLE)
 
 
 def one_line(error: BaseException) -> str:

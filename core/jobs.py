@@ -1,11 +1,9 @@
 """The job store: what clients poll, what the API records on accept and the workers update.
 
-The API writes a job only after the broker acked its event. A worker may have picked the event up and written
-its status first; the API's late ``queued`` then only fills in how the job was requested.
-
-``processed_events`` holds the id of every event whose work is done. A worker inserts it in the same transaction
-that marks the job done (Kafka's "store progress in the same place as the output"), so a redelivered event is
-recognised and skipped, and of two workers racing on one event exactly one wins.
+The API writes a job once its event committed; a worker that got there first keeps its status, and the API's
+late ``queued`` only fills in how the job was requested. A worker inserts the event's id into
+``processed_events`` in the transaction that marks the job done (Kafka's "store progress in the same place as
+the output"): a redelivered event is skipped, and of two workers racing on one event exactly one wins.
 """
 
 from __future__ import annotations
@@ -22,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.database import create_engine
 from core.tables import jobs_table, metadata, processed_events_table
-from schemas import BlobSource, ImageProcessEvent, UrlSource
+from schemas import BlobSource, DecodedEvent, ImageProcessV2, UrlSource
 
 # What the API writes over a row a worker created first: how the job was requested.
 _REQUEST_COLUMNS = ("filter", "source_url", "blob_key", "request_fingerprint", "requested_at")
@@ -63,14 +61,13 @@ class Job:
     @classmethod
     def from_event(
         cls,
-        event: ImageProcessEvent,
+        event: DecodedEvent,
         status: JobStatus,
         *,
         now: dt.datetime,
         attempts: int = 0,
-        request_fingerprint: str | None = None,
     ) -> Job:
-        """The job an event describes; only the API knows the request's fingerprint."""
+        """The job an event describes, with its request's fingerprint where the event carries one."""
         source = event.source
         return cls(
             image_id=str(event.image_id),
@@ -78,7 +75,7 @@ class Job:
             filter=event.filter.value,
             source_url=str(source.url) if isinstance(source, UrlSource) else None,
             blob_key=source.key if isinstance(source, BlobSource) else None,
-            request_fingerprint=request_fingerprint,
+            request_fingerprint=event.request_fingerprint if isinstance(event, ImageProcessV2) else None,
             requested_at=event.requested_at,
             updated_at=now,
             attempts=attempts,
@@ -164,7 +161,8 @@ class JobStore:
         async with self.engine.begin() as connection:
             if (await connection.execute(_IS_PROCESSED, {"event_id": event_id})).first() is not None:
                 return None
-            row = (await connection.execute(self._writes.mark_processing, _job_values(job))).first()
+            first_run = _job_values(job) | {"executions": 1}  # the insert's; an existing row counts one up
+            row = (await connection.execute(self._writes.mark_processing, first_run)).first()
         return Started(executions=0 if row is None else int(row[0]))
 
     async def complete(self, job: Job, *, event_id: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -36,9 +37,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await publisher.start()
         intake = JobIntake(settings, jobs, blobs, publisher)
         app.state.services = Services(settings=settings, jobs=jobs, blobs=blobs, publisher=publisher, intake=intake)
+        sweeper = asyncio.create_task(intake.sweep_orphan_uploads_forever(), name="orphan upload sweep")
         try:
             yield
         finally:
+            sweeper.cancel()
             await intake.aclose()
             await publisher.stop()
             await jobs.close()

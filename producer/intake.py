@@ -20,17 +20,24 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from core.blobs import BlobStore
 from core.jobs import Job, JobStatus, JobStore, utc_now
 from core.settings import Settings
 from producer.job_rows import AcceptedRows
-from producer.publisher import EventPublisher
+from producer.publisher import BrokerUnavailable, EventPublisher, OutcomeUnknown
 from schemas import BlobSource, FilterName, ImageProcessEvent, UrlSource, encode_event, event_headers
 
 logger = logging.getLogger(__name__)
 
 # Fixed namespace for ids derived from idempotency keys: changing it would break retries across a deploy.
 IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1d3a52-8c1e-4f7a-9a36-2b8e5d0c7e41")
+# An upload with no job row this old belongs to no job: its event was never committed. (A committed event's row
+# is written at once by the API, or by the worker that picks the event up.)
+ORPHAN_UPLOAD_AGE_S = 24 * 3600.0
+UPLOADS_PREFIX = "uploads"
+SWEEP_INTERVAL_S = 3600.0
 # How long shutdown waits for job rows still being written in the background.
 ROW_WRITES_CLOSE_TIMEOUT_S = 10.0
 
@@ -83,7 +90,8 @@ class JobIntake:
             event_id = uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"event:{idempotency_key}:{fingerprint}")
             existing = await self._jobs.get(str(image_id))
             if existing is not None:
-                if existing.request_fingerprint != fingerprint:
+                # A row without a fingerprint comes from an event older than v2: nothing to compare with.
+                if existing.request_fingerprint not in (None, fingerprint):
                     raise IdempotencyKeyReused("Idempotency-Key was already used for a different request")
                 return Acceptance(existing, replayed=True)
 
@@ -98,15 +106,28 @@ class JobIntake:
 
         now = utc_now()
         event = ImageProcessEvent(
-            event_id=event_id, image_id=image_id, source=event_source, filter=image_filter, requested_at=now
+            event_id=event_id,
+            image_id=image_id,
+            source=event_source,
+            filter=image_filter,
+            requested_at=now,
+            request_fingerprint=fingerprint,
         )
-        await self._publisher.publish(
-            self._settings.images_topic,
-            key=str(image_id).encode(),
-            value=encode_event(event),
-            headers=event_headers(event),
-        )
-        job = Job.from_event(event, JobStatus.QUEUED, now=now, request_fingerprint=fingerprint)
+        try:
+            await self._publisher.publish(
+                self._settings.images_topic,
+                key=str(image_id).encode(),
+                value=encode_event(event),
+                headers=event_headers(event),
+            )
+        except BrokerUnavailable as exc:
+            # No event will ever refer to this upload. (A keyed one may be shared by a concurrent retry with the
+            # same key, and one of an unknown outcome may be referred to after all: those are left to the sweep.)
+            keyed_or_unknown = idempotency_key is not None or isinstance(exc, OutcomeUnknown)
+            if isinstance(event_source, BlobSource) and not keyed_or_unknown:
+                await self._forget_upload(event_source.key)
+            raise
+        job = Job.from_event(event, JobStatus.QUEUED, now=now)
         written = self._rows.write(job)
         try:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
@@ -114,6 +135,33 @@ class JobIntake:
         except TimeoutError:
             logger.info("job %s accepted; its row is still being written", image_id)
         return Acceptance(job, replayed=False)
+
+    async def sweep_orphan_uploads(self) -> int:
+        """Delete uploads older than ``ORPHAN_UPLOAD_AGE_S`` that no job names (the API died between storing one
+        and answering); returns how many."""
+        removed = 0
+        for key in await self._blobs.keys_older_than(UPLOADS_PREFIX, ORPHAN_UPLOAD_AGE_S):
+            if await self._jobs.get(key.removeprefix(f"{UPLOADS_PREFIX}/")) is None:
+                await self._blobs.delete(key)
+                removed += 1
+        if removed:
+            logger.info("removed %d upload(s) that never became a job", removed)
+        return removed
+
+    async def sweep_orphan_uploads_forever(self) -> None:
+        """Sweep now and then every ``SWEEP_INTERVAL_S``; a failed sweep is logged and tried again later."""
+        while True:
+            try:
+                await self.sweep_orphan_uploads()
+            except (OSError, SQLAlchemyError) as exc:
+                logger.warning("sweeping orphan uploads failed (%r); next try in %.0f s", exc, SWEEP_INTERVAL_S)
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+
+    async def _forget_upload(self, key: str) -> None:
+        try:
+            await self._blobs.delete(key)
+        except OSError as exc:
+            logger.warning("could not remove upload %s of a refused job (%r); the sweep will", key, exc)
 
 
 def _fingerprint(source: str | Upload, image_filter: FilterName) -> str:

@@ -1,154 +1,275 @@
-"""Appending events to Kafka from the request path, with a hard time bound.
+"""Appending events to Kafka from the request path, in transactions, so that a 503 is the truth.
 
-aiokafka's idempotent producer never expires a batch: while the broker is away, ``send()`` and its ack can
-wait forever. Every publish here therefore runs under one deadline (``SEND_TIMEOUT_S``) that covers
-connecting, sending and the ack; past it the caller gets :class:`BrokerUnavailable` and answers 503. A
-publish that timed out may still be delivered once the broker is back, which is why every event has an id
-and the workers skip ids they have processed.
+A request is answered 202 once the transaction holding its event committed, and 503 when it will never commit;
+workers read ``read_committed``, so the event of a 503 is never processed. How:
 
-The producer is (re)created lazily: the API starts and answers (503) with no broker, and recovers by itself
-when one appears.
+- Group commit: the requests waiting at one moment share one transaction. A few transactional producers take
+  turns, so one transaction's round trips (and the broker's marker writes, which keep the next transaction of the
+  same producer waiting, KAFKA-5477) overlap with the next one's.
+- Deadline: a transaction is begun and filled within the earliest ``SEND_TIMEOUT_S`` deadline of its requests;
+  past it, it is aborted and its requests are answered 503. Once the commit is sent, its outcome is awaited (at
+  most the transaction timeout): no answer is given that the broker could contradict. Only if the broker vanishes
+  during the commit itself is the outcome unknown; the answer is then 503 too, and a retry with the same
+  ``Idempotency-Key`` finds the job if the commit went through.
+- A producer that failed is dropped at once: its unsent batches are failed and its sender stopped, so nothing of
+  it reaches Kafka later and nothing retries in the background (aiokafka issue #1101). Its replacement has the same
+  transactional id, which aborts the old open transaction; without one, the broker aborts it after
+  ``transaction_timeout_ms``. Meanwhile the API answers 503 at once for ``RETRY_AFTER_S``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
-import time
-from collections.abc import Callable, Sequence
+import os
+import socket
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
-from aiokafka.structs import RecordMetadata
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
+from core.clients import one_line, stop_within
+from core.logs import KAFKA_TROUBLE
 from core.settings import Settings
 from core.topics import ensure_topics
 
 logger = logging.getLogger(__name__)
 
-ProducerFactory = Callable[[Settings], AIOKafkaProducer]
+ProducerFactory = Callable[[Settings, str], AIOKafkaProducer]
 
-STOP_TIMEOUT_S = 5.0
+PRODUCERS = 3  # transactions in flight at once
+MAX_EVENTS_PER_TRANSACTION = 500
+DROP_TIMEOUT_S = 5.0
+# How long past a request's deadline its answer may wait for the commit it is in (one coordinator round trip once
+# the events are acked), rather than answering 503 for an event that may yet commit.
+COMMIT_GRACE_S = 1.0
 
 
 class BrokerUnavailable(Exception):
-    """The event was not acked in time: nothing is promised, the client should retry later."""
+    """The event was not committed in time and never will be: nothing was accepted, the client should retry."""
 
 
-def idempotent_producer(settings: Settings) -> AIOKafkaProducer:
-    """A producer that writes each event once per partition (``acks=all``, idempotence on)."""
+class OutcomeUnknown(BrokerUnavailable):
+    """The broker vanished while committing: the event may be committed. Answered 503 all the same; a retry with
+    the same Idempotency-Key settles it. Whatever the event refers to must be kept."""
+
+
+def transaction_timeout_ms(settings: Settings) -> int:
+    """How long the broker keeps a transaction open before aborting it: what an API process killed mid-transaction
+    can stall ``read_committed`` readers of its partitions (plus the broker's abort check interval)."""
+    return max(1000, int(settings.send_timeout_s * 2000))
+
+
+def transactional_producer(settings: Settings, transactional_id: str) -> AIOKafkaProducer:
+    """A producer whose events become visible only when their transaction commits (``acks=all``, idempotent)."""
     return AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         enable_idempotence=True,
         acks="all",
+        transactional_id=transactional_id,
+        transaction_timeout_ms=transaction_timeout_ms(settings),
         linger_ms=5,
         request_timeout_ms=max(1000, int(settings.send_timeout_s * 1000)),
-        client_id="image-api",
+        client_id=transactional_id,
     )
 
 
-class EventPublisher:
-    """Sends records and waits for the broker's ack, never longer than ``settings.send_timeout_s``."""
+@dataclass(slots=True)
+class _Request:
+    topic: str
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+    deadline: float  # on the event loop's clock
+    answer: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
-    def __init__(self, settings: Settings, producer_factory: ProducerFactory = idempotent_producer) -> None:
+
+class EventPublisher:
+    """Publishes events in shared transactions; :meth:`publish` returns once its event is committed."""
+
+    def __init__(self, settings: Settings, producer_factory: ProducerFactory = transactional_producer) -> None:
         self._settings = settings
         self._producer_factory = producer_factory
-        self._producer: AIOKafkaProducer | None = None
-        self._connecting = asyncio.Lock()
-        self._closing: set[asyncio.Task[None]] = set()
+        self._id_prefix = f"image-api-{socket.gethostname()}-{os.getpid()}"
+        self._producers: list[AIOKafkaProducer | None] = [None] * PRODUCERS
+        self._connecting = [asyncio.Lock() for _ in range(PRODUCERS)]
+        self._waiting: collections.deque[_Request] = collections.deque()
+        self._wake = asyncio.Event()
+        self._takers: list[asyncio.Task[None]] = []
+        self._dropping: set[asyncio.Task[None]] = set()
         self._cooling_until = 0.0
 
     async def start(self) -> None:
         """Try to connect now so the first request is fast; a missing broker is only logged."""
         try:
             async with asyncio.timeout(self._settings.send_timeout_s):
-                await self._connected_producer()
+                await asyncio.gather(*(self._connected(index) for index in range(PRODUCERS)))
         except (TimeoutError, KafkaError, OSError) as exc:
-            logger.warning("Kafka not reachable at start-up (%s); will retry on first use", exc)
+            logger.warning("Kafka not reachable at start-up (%s); will retry on first use", one_line(exc))
 
     async def stop(self) -> None:
-        self._drop_producer()
-        await asyncio.gather(*self._closing)
+        """Answer what waits with 503, stop taking, drop the producers (bounded)."""
+        for taker in self._takers:
+            taker.cancel()
+        await asyncio.gather(*self._takers, return_exceptions=True)
+        self._answer_all(self._waiting, BrokerUnavailable("the API is shutting down"))
+        self._waiting.clear()
+        for index in range(PRODUCERS):
+            self._drop(index)
+        await asyncio.gather(*self._dropping)
 
-    async def publish(
-        self, topic: str, *, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]] = ()
-    ) -> RecordMetadata:
-        """Append one record and return where it landed once the broker acked it."""
+    async def publish(self, topic: str, *, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]] = ()) -> None:
+        """Append one record; return once its transaction committed, raise :class:`BrokerUnavailable` otherwise."""
         self._refuse_while_cooling_down()
+        loop = asyncio.get_running_loop()
+        request = _Request(topic, key, value, list(headers), loop.time() + self._settings.send_timeout_s)
+        self._waiting.append(request)
+        self._wake.set()
+        if not self._takers:
+            self._takers = [
+                asyncio.create_task(self._take(index), name=f"publisher {index}") for index in range(PRODUCERS)
+            ]
+        # The takers answer by the deadline (plus a commit's outcome); this bound only guards against a bug.
         try:
-            async with asyncio.timeout(self._settings.send_timeout_s):
-                producer = await self._connected_producer()
-                ack = await producer.send(topic, value=value, key=key, headers=list(headers))
-                metadata: RecordMetadata = await ack
-                return metadata
-        except TimeoutError as exc:
-            self._cool_down()
-            raise BrokerUnavailable(f"no ack from Kafka within {self._settings.send_timeout_s} s") from exc
-        except (KafkaError, OSError) as exc:
-            self._cool_down()
-            raise BrokerUnavailable(f"Kafka refused the event: {exc!r}") from exc
-
-    def _cool_down(self) -> None:
-        """After a failed publish, drop the producer and answer 503 at once for ``RETRY_AFTER_S``.
-
-        Left running against an absent broker, aiokafka's sender retries its metadata request in a tight loop
-        (hundreds of attempts a second), starving the API; and its unsent batch could still reach Kafka after
-        the client was told 503. A fresh producer is made on the first publish after the pause.
-        """
-        self._cooling_until = time.monotonic() + self._settings.retry_after_s
-        self._drop_producer()
-
-    def _refuse_while_cooling_down(self) -> None:
-        remaining_s = self._cooling_until - time.monotonic()
-        if remaining_s > 0:
-            raise BrokerUnavailable(f"Kafka failed moments ago; trying again in {remaining_s:.1f} s")
+            async with asyncio.timeout(self._settings.send_timeout_s + COMMIT_GRACE_S + 1):
+                await asyncio.shield(request.answer)
+        except TimeoutError:
+            logger.error("an event was not answered by its transaction in time; answering 503")
+            raise OutcomeUnknown("the event's transaction did not report its outcome") from None
 
     async def check(self) -> None:
         """Raise unless the broker answers a metadata request that lists the main topic."""
         self._refuse_while_cooling_down()
         try:
             async with asyncio.timeout(self._settings.send_timeout_s):
-                producer = await self._connected_producer()
+                producer = await self._connected(0)
                 cluster = await producer.client.fetch_all_metadata()
         except (TimeoutError, KafkaError, OSError) as exc:
-            raise BrokerUnavailable(f"Kafka not reachable: {exc!r}") from exc
+            raise BrokerUnavailable(f"Kafka not reachable: {one_line(exc)}") from exc
         if self._settings.images_topic not in cluster.topics():
             raise BrokerUnavailable(f"topic {self._settings.images_topic!r} does not exist")
 
-    async def _connected_producer(self) -> AIOKafkaProducer:
-        if self._producer is not None:
-            return self._producer
-        async with self._connecting:
-            if self._producer is None:
-                producer = self._producer_factory(self._settings)
-                try:
-                    await producer.start()
-                    await ensure_topics(self._settings)
-                except BaseException:
-                    # Not awaited here: the caller's deadline must not wait for a slow close.
-                    self._close_in_background(producer)
-                    raise
-                self._producer = producer
-                logger.info("connected to Kafka at %s", self._settings.kafka_bootstrap_servers)
-            return self._producer
+    async def _take(self, index: int) -> None:
+        """One producer's loop: take what waits, publish it in one transaction, answer it."""
+        while True:
+            await self._wake.wait()
+            batch = self._next_batch()
+            if batch:
+                await self._transact(index, batch)
 
-    def _close_in_background(self, producer: AIOKafkaProducer) -> None:
-        task = asyncio.create_task(_stop_within(producer, STOP_TIMEOUT_S))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+    def _next_batch(self) -> list[_Request]:
+        now = asyncio.get_running_loop().time()
+        batch: list[_Request] = []
+        late: list[_Request] = []
+        while self._waiting and len(batch) < MAX_EVENTS_PER_TRANSACTION:
+            request = self._waiting.popleft()
+            if request.answer.done():
+                continue  # the client went away before its event was sent: nothing to publish
+            (late if request.deadline <= now else batch).append(request)
+        if not self._waiting:
+            self._wake.clear()
+        self._answer_all(late, BrokerUnavailable("no producer was free within the deadline"))
+        return batch
 
-    def _drop_producer(self) -> None:
-        producer, self._producer = self._producer, None
+    async def _transact(self, index: int, batch: list[_Request]) -> None:
+        try:
+            await self._publish_batch(index, batch)
+        except asyncio.CancelledError:  # stopping: the producer is dropped, so nothing more commits
+            self._answer_all(batch, OutcomeUnknown("the API stopped while publishing"))
+            raise
+
+    async def _publish_batch(self, index: int, batch: list[_Request]) -> None:
+        deadline = min(request.deadline for request in batch)
+        try:
+            async with asyncio.timeout_at(deadline):
+                producer = await self._connected(index)
+                await producer.begin_transaction()
+                acks = []
+                for request in batch:
+                    topic, key, value, headers = request.topic, request.key, request.value, request.headers
+                    ack = await producer.send(topic, value=value, key=key, headers=headers)
+                    ack.add_done_callback(_retrieve)  # read below, or moot once the transaction is dropped
+                    acks.append(ack)
+                # Every event acked by its partition's replicas before the commit is sent: what remains after the
+                # deadline is one round trip to the transaction coordinator. (wait, not gather: the futures are
+                # aiokafka's, not ours to cancel.)
+                await asyncio.wait(acks)
+                for ack in acks:
+                    if (error := ack.exception()) is not None:
+                        raise error
+        except (TimeoutError, KafkaError, OSError) as exc:
+            # No commit was sent, so none will happen: the replacement's fencing (or the broker's timeout) aborts
+            # the transaction with its events unseen.
+            self._fail(index, batch, BrokerUnavailable(f"the transaction was not filled in time ({one_line(exc)})"))
+            return
+        try:
+            async with asyncio.timeout_at(max(deadline, asyncio.get_running_loop().time()) + COMMIT_GRACE_S):
+                await producer.commit_transaction()
+        except (TimeoutError, KafkaError, OSError) as exc:
+            self._fail(index, batch, OutcomeUnknown(f"the commit's outcome is unknown ({one_line(exc)})"))
+            return
+        for request in batch:
+            if not request.answer.done():
+                request.answer.set_result(None)
+
+    def _fail(self, index: int, batch: list[_Request], error: BrokerUnavailable) -> None:
+        logger.warning("%d event(s) answered 503: %s", len(batch), error, extra=KAFKA_TROUBLE)
+        self._answer_all(batch, error)
+        self._cool_down()
+        self._drop(index)
+
+    def _cool_down(self) -> None:
+        """After a failure, answer 503 at once for ``RETRY_AFTER_S``; the next publish after it tries afresh."""
+        self._cooling_until = asyncio.get_running_loop().time() + self._settings.retry_after_s
+
+    def _refuse_while_cooling_down(self) -> None:
+        remaining_s = self._cooling_until - asyncio.get_running_loop().time()
+        if remaining_s > 0:
+            raise BrokerUnavailable(f"Kafka failed moments ago; trying again in {remaining_s:.1f} s")
+
+    async def _connected(self, index: int) -> AIOKafkaProducer:
+        producer = self._producers[index]
         if producer is not None:
-            self._close_in_background(producer)
+            return producer
+        async with self._connecting[index]:
+            producer = self._producers[index]
+            if producer is None:
+                transactional_id = f"{self._id_prefix}-{index}"
+                producer = self._producer_factory(self._settings, transactional_id)
+                try:
+                    await producer.start()  # with a transactional id: fences and aborts an earlier same-id producer
+                    if index == 0:
+                        await ensure_topics(self._settings)
+                except BaseException:
+                    self._drop_producer(producer)  # not awaited: the caller's deadline must not wait for it
+                    raise
+                self._producers[index] = producer
+                logger.info("connected to Kafka at %s as %s", self._settings.kafka_bootstrap_servers, transactional_id)
+            return producer
+
+    def _drop(self, index: int) -> None:
+        producer, self._producers[index] = self._producers[index], None
+        if producer is not None:
+            self._drop_producer(producer)
+
+    def _drop_producer(self, producer: AIOKafkaProducer) -> None:
+        # Fail what it still holds first: stop() would otherwise flush, which waits forever for an absent broker,
+        # and its sender would go on retrying in the background.
+        producer._message_accumulator.fail_all(KafkaTimeoutError("producer dropped"))
+        task = asyncio.create_task(stop_within(producer, DROP_TIMEOUT_S))
+        self._dropping.add(task)
+        task.add_done_callback(self._dropping.discard)
+
+    @staticmethod
+    def _answer_all(requests: Iterable[_Request], error: BrokerUnavailable) -> None:
+        for request in requests:
+            if not request.answer.done():
+                request.answer.set_exception(error)
+                request.answer.exception()  # retrieved: a client that left does not make it "never retrieved"
 
 
-async def _stop_within(producer: AIOKafkaProducer, timeout_s: float) -> None:
-    # stop() flushes pending batches, which with idempotence can wait forever for an absent broker.
-    try:
-        async with asyncio.timeout(timeout_s):
-            await producer.stop()
-    except TimeoutError:
-        logger.warning("Kafka producer did not stop within %s s; its unacked events were answered with 503", timeout_s)
-    except (KafkaError, OSError) as exc:
-        logger.warning("Kafka producer stopped with an error: %r", exc)
+def _retrieve(future: asyncio.Future[object]) -> None:
+    if not future.cancelled():
+        future.exception()

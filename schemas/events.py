@@ -48,15 +48,14 @@ class BlobSource(_Frozen):
 ImageSource = Annotated[UrlSource | BlobSource, Field(discriminator="kind")]
 
 
-class ImageProcessV1(_Frozen):
-    """Version 1 of the request to apply ``filter`` to one image.
+class _ImageProcess(_Frozen):
+    """The request to apply ``filter`` to one image, as every version carries it.
 
     ``event_id`` is the idempotency key of the work (a redelivered or re-sent event has the same one);
     ``image_id`` is the Kafka record key, so all events of one image stay in one partition, in order.
     """
 
     type: Literal["image_process"] = EVENT_TYPE
-    version: Literal[1] = 1
     event_id: UUID
     image_id: UUID
     source: ImageSource
@@ -64,10 +63,29 @@ class ImageProcessV1(_Frozen):
     requested_at: AwareDatetime
 
 
-ImageProcessEvent = ImageProcessV1
-"""The version this code produces; consumers accept every registered version."""
+class ImageProcessV1(_ImageProcess):
+    """Version 1: the request alone."""
 
-_MODELS: Final[dict[tuple[str, int], type[ImageProcessV1]]] = {(EVENT_TYPE, 1): ImageProcessV1}
+    version: Literal[1] = 1
+
+
+class ImageProcessV2(_ImageProcess):
+    """Version 2 adds the request's fingerprint (what an ``Idempotency-Key`` retry is compared by), so the job
+    row a worker creates before the API's says which request it belongs to."""
+
+    version: Literal[2] = 2
+    request_fingerprint: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+
+ImageProcessEvent = ImageProcessV2
+"""The version this code produces; consumers accept every registered version (deploy workers first)."""
+DecodedEvent = ImageProcessV1 | ImageProcessV2
+"""What a consumer may read."""
+
+_MODELS: Final[dict[tuple[str, int], type[ImageProcessV1] | type[ImageProcessV2]]] = {
+    (EVENT_TYPE, 1): ImageProcessV1,
+    (EVENT_TYPE, 2): ImageProcessV2,
+}
 
 
 class EventDecodeError(ValueError):
@@ -82,12 +100,12 @@ class UnsupportedEventVersion(EventDecodeError):
     """A well-formed event of a type or version this code does not know (e.g. from a newer producer)."""
 
 
-def encode_event(event: ImageProcessEvent) -> bytes:
+def encode_event(event: DecodedEvent) -> bytes:
     """The record value for ``event``."""
     return event.model_dump_json().encode()
 
 
-def event_headers(event: ImageProcessEvent) -> list[tuple[str, bytes]]:
+def event_headers(event: DecodedEvent) -> list[tuple[str, bytes]]:
     """Record headers that let tools route or filter without parsing the value."""
     return [
         (EventHeader.CONTENT_TYPE.value, CONTENT_TYPE.encode()),
@@ -96,7 +114,7 @@ def event_headers(event: ImageProcessEvent) -> list[tuple[str, bytes]]:
     ]
 
 
-def decode_event(value: bytes | None) -> ImageProcessEvent:
+def decode_event(value: bytes | None) -> DecodedEvent:
     """Parse a record value, raising an :class:`EventDecodeError` subclass that says why it is unusable."""
     if value is None:
         raise MalformedEvent("record has no value (tombstone)")

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -84,6 +85,9 @@ async def commit_as_group(settings: Settings, offsets: dict[int, int]) -> None:
 async def shared_log(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> SharedLog:
     settings = make_settings(kafka_bootstrap, tmp_path_factory.mktemp("reset"))
     await ensure_topics(settings)
+    workers = JobStore.from_url(settings.database_url)  # the workers' database, as their start-up creates it
+    await workers.create_schema()
+    await workers.close()
     first_ms = (int(dt.datetime.now(dt.UTC).timestamp()) - 12 * 3600) * 1000
     records: list[tuple[int, bytes, int | None]] = []
     for partition in range(3):
@@ -321,3 +325,49 @@ def test_console_script(shared_log: SharedLog) -> None:
     refused = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert (refused.returncode, refused.stdout) == (1, "")
     assert refused.stderr == "image-replay reset: unknown topic(s): no-such-topic\n"
+
+
+@pytest.mark.parametrize("database", ["missing", "empty"])
+async def test_a_database_without_job_tables_is_refused_and_nothing_is_created(
+    shared_log: SharedLog, tmp_path: Path, capsys: pytest.CaptureFixture[str], database: str
+) -> None:
+    """Planning against the wrong database would say "nothing was processed" and be wrong without a word."""
+    path = tmp_path / "elsewhere" / "images.db"
+    if database == "empty":
+        path.parent.mkdir()
+        sqlite3.connect(path).close()
+    settings = shared_log.settings.model_copy(update={"database_url": f"sqlite:///{path}"})
+    code = await run(settings, reset_args("--topic", shared_log.topic, "--to-earliest", "--json"))
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.count("\n") == 1, err
+    assert "set DATABASE_URL to the workers' database" in err
+    assert path.exists() is (database == "empty"), "no database or folder is created"
+    assert path.parent.exists() is (database == "empty")
+
+
+def test_from_an_empty_folder_without_database_url_it_uses_the_documented_place(
+    shared_log: SharedLog, tmp_path: Path
+) -> None:
+    """No DATABASE_URL: the documented ~/.local/share/image-pipeline/images.db, never ./data of the working folder.
+
+    Here that home has no workers' database yet, so the command exits 1 with one line and creates nothing.
+    """
+    executable = shutil.which("image-replay", path=str(Path(sys.executable).parent))
+    assert executable is not None
+    home, folder = tmp_path / "home", tmp_path / "empty"
+    home.mkdir()
+    folder.mkdir()
+    env = {key: value for key, value in os.environ.items() if key not in ("DATABASE_URL", "STORAGE_DIR")}
+    env |= {
+        "HOME": str(home),
+        "KAFKA_BOOTSTRAP_SERVERS": shared_log.settings.kafka_bootstrap_servers,
+        "CONSUMER_GROUP": shared_log.settings.consumer_group,
+    }
+    argv = [executable, "reset", "--topic", shared_log.topic, "--to-earliest"]
+    done = subprocess.run(argv, env=env, cwd=folder, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1, done.stdout
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert f"{home}/.local/share/image-pipeline/images.db does not exist" in done.stderr
+    assert list(folder.iterdir()) == [], "nothing is created in the working folder"
+    assert list(home.iterdir()) == [], "nor in the home folder"

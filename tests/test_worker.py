@@ -247,7 +247,7 @@ async def test_probes_serve_liveness_and_metrics(worker_settings: Settings, imag
         await eventually(lambda: offsets_all_committed(worker_settings), what="job committed")
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             livez = await client.get("/livez")
-            metrics = (await client.get("/metrics/")).text
+            metrics = (await client.get("/metrics")).text
 
     assert livez.status_code == 200
     assert livez.json() == {"alive": True, "problems": []}

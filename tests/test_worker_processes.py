@@ -163,6 +163,24 @@ async def test_second_worker_joining_loses_and_duplicates_nothing(
     assert any("assigned" in worker.log() and "revoked" in worker.log() for worker in workers)
 
 
+async def test_a_job_cut_by_kill_9_shows_two_executions(
+    worker_settings: Settings, images: ImageServer, jobs: JobStore, workers: list[WorkerProcess], tmp_path: Path
+) -> None:
+    event = url_event(images.url("/img/3.png?delay=2"), "emboss")
+    await produce(worker_settings, [as_record(event)])
+    first = start_worker(workers, worker_settings, tmp_path)
+    await images.wait_for_hits("/img/3.png", 1)  # the job is running: its image is being fetched
+
+    first.kill()
+    start_worker(workers, worker_settings, tmp_path)
+    await eventually(lambda: _done_count_is(jobs, 1), timeout_s=60, what="the job done after the restart")
+
+    job = await jobs.get(str(event.image_id))
+    assert job is not None
+    assert (job.executions, job.attempts) == (2, 1), "the status tells that the job ran twice"
+    assert images.hits["/img/3.png"] == 2
+
+
 async def _logged(worker: WorkerProcess, text: str) -> bool:
     return text in worker.log()
 

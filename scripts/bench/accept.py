@@ -1,9 +1,8 @@
 """accept: ``POST /images`` against the HTTP limit (a bare endpoint) and the broker limit (a raw producer loop).
 
 Closed loop first: the load generator keeps ``connections`` requests in flight against the bare endpoint, then
-against a fresh image-api, which finds each one's peak; a raw aiokafka loop with the API's own producer
-(:func:`producer.publisher.idempotent_producer`: acks=all, idempotent, the same linger) sends the same events
-from as many tasks. Then open loop at half of image-api's peak of the same run, against image-api and against
+against a fresh image-api, which finds each one's peak; a raw aiokafka loop (a plain idempotent producer:
+acks=all, the API's linger, no transactions) sends the same events from as many tasks. Then open loop at half of image-api's peak of the same run, against image-api and against
 the bare endpoint, for the latency a client sees when the API is not saturated. The bare endpoint's figure is
 also the check of the load generator: image-api's figure means something only well below it.
 """
@@ -16,8 +15,9 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from aiokafka import AIOKafkaProducer
+
 from core.settings import Settings
-from producer.publisher import idempotent_producer
 from schemas import FilterName, ImageProcessEvent, UrlSource, encode_event, event_headers
 from scripts.bench.context import BenchError, Context
 from scripts.bench.loadgen import DEFAULT_IMAGE_URL, LoadReport, LoadSpec, run_loadgen
@@ -79,7 +79,7 @@ def plan(quick: bool) -> Plan:
             "warmup_s": size.warmup_s,
             "open_loop_rate": "half of image-api's closed-loop req/s of the same run",
             "uvicorn": " ".join(UVICORN_OPTIONS) + " (one process, loop and http 'auto': uvloop, httptools)",
-            "producer": "producer.publisher.idempotent_producer: acks=all, enable_idempotence, linger_ms=5",
+            "producer": "a plain idempotent producer: acks=all, enable_idempotence, linger_ms=5, no transactions",
             "raw_producer_loop": f"{size.connections} tasks in the bench process on uvloop (as uvicorn runs "
             "image-api), each sending its next event once the last was acked",
             "database": "SQLite (WAL) in a temp dir, fresh per image-api start",
@@ -159,7 +159,9 @@ def _record(values: dict[str, float], notes: list[str], label: str, rate: str | 
 async def raw_producer_loop(settings: Settings, size: Sizes) -> tuple[float, float, float]:
     """Acked sends per second and p50/p99 ms of ``connections`` tasks, each sending its next event once acked."""
     await create_topics(settings)
-    producer = idempotent_producer(settings)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=True, acks="all", linger_ms=5
+    )
     await producer.start()
     latencies: list[float] = []
 

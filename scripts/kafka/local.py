@@ -172,6 +172,9 @@ class KafkaNode:
             "offsets.topic.replication.factor": 1,
             "transaction.state.log.replication.factor": 1,
             "transaction.state.log.min.isr": 1,
+            # How often the broker aborts transactions past their timeout (default 10 s): an API process killed
+            # mid-transaction stalls read_committed readers of its partitions until then.
+            "transaction.abort.timed.out.transaction.cleanup.interval.ms": 1000,
             "share.coordinator.state.topic.replication.factor": 1,
             "share.coordinator.state.topic.min.isr": 1,
             # After kill -9 the controller refuses the restarted broker (DUPLICATE_BROKER_REGISTRATION)
