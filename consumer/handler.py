@@ -66,6 +66,12 @@ class ChecksumMismatch(PermanentError):
     code = ErrorCode.CHECKSUM_MISMATCH
 
 
+class TamperedEvent(PermanentError):
+    """The event's upload is not its own image's: someone who can write to the topic aimed it at another job's file."""
+
+    code = ErrorCode.TAMPERED
+
+
 class JobHandler:
     """Processes ``image_process`` records: fetch or read the image, filter it, store it, mark the job done.
 
@@ -166,6 +172,10 @@ class JobHandler:
         source = event.source
         if isinstance(source, UrlSource):
             return await self._downloader.download(str(source.url))
+        # The API stores an upload under its image's own key; an event naming any other key would read (and, with
+        # a forged id, overwrite the result of) another job.
+        if source.key != self._blobs.upload_key(str(event.image_id)):
+            raise TamperedEvent(f"image {event.image_id} names blob {source.key}, which is not its upload")
         return await self._blob_bytes(source)
 
     async def _blob_bytes(self, source: BlobSource) -> bytes:

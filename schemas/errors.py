@@ -34,6 +34,8 @@ class ErrorCode(StrEnum):
     """An allowed format whose bytes do not decode."""
     MISSING_UPLOAD = "missing_upload"
     CHECKSUM_MISMATCH = "checksum_mismatch"
+    TAMPERED = "tampered"
+    """The event names files that are not its own image's (another job's upload or result)."""
     UNEXPECTED = "unexpected"
     """An error the worker does not know: a bug, or a condition nobody foresaw."""
     UNKNOWN = "unknown"

@@ -9,7 +9,7 @@ from aiokafka import ConsumerRecord
 
 from core.blobs import BlobStore
 from core.jobs import utc_now
-from schemas import BlobSource, FilterName, ImageProcessV1, UrlSource, encode_event
+from schemas import BlobSource, DecodedEvent, FilterName, ImageProcessV1, UrlSource, encode_event
 
 Record = tuple[bytes | None, bytes | None]
 """A record's key and value, as ``tests.support.worker.produce`` appends it."""
@@ -38,7 +38,7 @@ async def blob_event(blobs: BlobStore, data: bytes, image_filter: FilterName = F
     )
 
 
-def as_record(event: ImageProcessV1) -> Record:
+def as_record(event: DecodedEvent) -> Record:
     """The key and value a producer appends for ``event``."""
     return str(event.image_id).encode(), encode_event(event)
 
@@ -60,6 +60,6 @@ def make_record(value: bytes | None, *, key: bytes | None = None, offset: int = 
     )
 
 
-def event_record(event: ImageProcessV1) -> ConsumerRecord:
+def event_record(event: DecodedEvent) -> ConsumerRecord:
     key, value = as_record(event)
     return make_record(value, key=key)
