@@ -26,6 +26,7 @@ from consumer.errors import PermanentError, TransientError, describe
 from core.addresses import IPAddress
 from core.addresses import is_public_address as is_public_address  # re-exported: the workers' policy
 from core.settings import Settings
+from core.urls import redact_url
 from schemas import ErrorCode
 
 MAX_REDIRECTS: Final = 5
@@ -97,11 +98,8 @@ async def system_resolver(host: str, port: int) -> Sequence[str]:
 
 
 def display_url(url: str) -> str:
-    """``url`` without user info, for error messages that end up in job rows and DLQ headers."""
-    parts = urllib.parse.urlsplit(url)
-    if "@" not in parts.netloc:
-        return url
-    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    """``url`` as error messages show it, which end up in job rows and DLQ headers: without credentials."""
+    return redact_url(url)
 
 
 class ImageDownloader:

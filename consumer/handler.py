@@ -39,6 +39,7 @@ from core.blobs import BlobStore
 from core.database import is_transient_database_error
 from core.jobs import Job, JobStatus, JobStore, utc_now
 from core.settings import Settings
+from core.urls import redact_url
 from schemas import (
     BlobSource,
     DecodedEvent,
@@ -214,4 +215,4 @@ def _decode(record: aiokafka.ConsumerRecord) -> DecodedEvent:
 
 def _source_name(event: DecodedEvent) -> str:
     source = event.source
-    return str(source.url) if isinstance(source, UrlSource) else source.key
+    return redact_url(str(source.url)) if isinstance(source, UrlSource) else source.key

@@ -32,6 +32,9 @@ def configure_logging(level: str, *, quiet_kafka: bool = False) -> OutageReport:
     report = OutageReport()
     for handler in logging.getLogger().handlers:
         handler.addFilter(report)
+    # httpx logs every request's full URL at INFO, query string included; the worker's own job line says what
+    # matters, without secrets (core/urls.py).
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     if quiet_kafka and logging.getLogger().level > logging.INFO:
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     return report

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse
 
 from core.jobs import Job, JobStatus
+from core.urls import redact_url
 from producer import openapi
 from producer.body import UnsupportedMediaType, read_job_request
 from producer.deps import ServicesDep
@@ -114,7 +115,8 @@ def _result_path(image_id: str) -> str:
 
 
 def _view(job: Job) -> JobView:
-    source = JobSource(kind="url", url=job.source_url) if job.source_url else JobSource(kind="upload")
+    url = redact_url(job.source_url) if job.source_url else None
+    source = JobSource(kind="url", url=url) if url else JobSource(kind="upload")
     return JobView(
         id=UUID(job.image_id),
         status=job.status,

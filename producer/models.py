@@ -55,7 +55,9 @@ class JobAccepted(BaseModel):
 
 class JobSource(BaseModel):
     kind: Literal["url", "upload"]
-    url: str | None = Field(default=None, description="The image's URL, for kind 'url'.")
+    url: str | None = Field(
+        default=None, description="The image's URL, for kind 'url', without user info and with query values masked."
+    )
 
 
 class JobView(BaseModel):

@@ -2,8 +2,9 @@
 
 Closed loop first: the load generator keeps ``connections`` requests in flight against the bare endpoint, then
 against a fresh image-api, which finds each one's peak; a raw aiokafka loop (a plain idempotent producer:
-acks=all, the API's linger, no transactions) sends the same events from as many tasks. Then open loop at half of image-api's peak of the same run, against image-api and against
-the bare endpoint, for the latency a client sees when the API is not saturated. The bare endpoint's figure is
+acks=all, the API's linger, no transactions) sends the same events from as many tasks. Then open loop at half
+of image-api's peak of the same run, against image-api and against the bare endpoint, for the latency a client
+sees when the API is not saturated. The bare endpoint's figure is
 also the check of the load generator: image-api's figure means something only well below it.
 """
 
