@@ -80,7 +80,7 @@ async def serve(settings: Settings) -> None:
         _install_signal_handlers(worker)
         async with contextlib.AsyncExitStack() as stack:
             if settings.metrics_port is not None:
-                await stack.enter_async_context(serve_probes(worker, settings.metrics_port))
+                await stack.enter_async_context(serve_probes(worker, settings.metrics_port, settings.metrics_host))
             await worker.run()
 
 

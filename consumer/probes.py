@@ -35,7 +35,7 @@ class _ProbeServer(uvicorn.Server):
 
 
 @contextlib.asynccontextmanager
-async def serve_probes(worker: Worker, port: int, host: str = "0.0.0.0") -> AsyncIterator[None]:
+async def serve_probes(worker: Worker, port: int, host: str) -> AsyncIterator[None]:
     """Serve the probes on ``host:port`` for the duration of the block."""
     server = _ProbeServer(uvicorn.Config(probes_app(worker), host=host, port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     liveness_timeout_s: PositiveSeconds = Field(
         default=60.0, description="A worker that has not polled or been in its group this long reports not alive."
     )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        description="Interface the worker's /metrics and /livez listen on (0.0.0.0 inside a container).",
+    )
     metrics_port: int | None = Field(
         default=None, ge=0, le=65535, description="Serve Prometheus metrics and liveness on this port."
     )
