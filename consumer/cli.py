@@ -19,6 +19,7 @@ from consumer.probes import serve_probes
 from consumer.worker import Worker
 from core.blobs import BlobStore
 from core.clients import one_line
+from core.imaging import limit_pixels
 from core.jobs import JobStore
 from core.logs import KAFKA_TROUBLE, configure_logging
 from core.settings import InvalidSettings, Settings, load_settings
@@ -74,6 +75,7 @@ class StartupError(Exception):
 
 async def serve(settings: Settings) -> None:
     """Run one worker until SIGTERM/SIGINT."""
+    limit_pixels(settings.max_image_pixels)
     metrics = WorkerMetrics()
     async with _services(settings, metrics) as handler:
         worker = Worker(settings, handler, metrics=metrics)

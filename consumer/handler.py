@@ -23,6 +23,7 @@ from typing import TypeVar
 
 import aiokafka
 
+from consumer.budget import DecodeBudget
 from consumer.download import ImageDownloader
 from consumer.errors import (
     DependencyUnavailable,
@@ -34,9 +35,10 @@ from consumer.errors import (
 from consumer.metrics import WorkerMetrics
 from consumer.outcomes import Outcome
 from consumer.records import coordinates
-from consumer.render import render_png
+from consumer.render import UnusableImage, render_png
 from core.blobs import BlobStore
 from core.database import is_transient_database_error
+from core.imaging import UnsupportedImage, decode_cost_bytes, open_image
 from core.jobs import Job, JobStatus, JobStore, utc_now
 from core.settings import Settings
 from core.urls import redact_url
@@ -94,6 +96,7 @@ class JobHandler:
         self._jobs = jobs
         self._blobs = blobs
         self._metrics = metrics or WorkerMetrics()
+        self._budget = DecodeBudget(settings.decode_budget_mib * 2**20)
         self._owns_downloader = downloader is None
         self._downloader = downloader or ImageDownloader(settings)
         self._owns_executor = executor is None
@@ -128,7 +131,8 @@ class JobHandler:
 
         data = await self._source_bytes(event)
         loop = asyncio.get_running_loop()
-        png = await loop.run_in_executor(self._executor, render_png, data, event.filter)
+        async with self._budget.reserve(self._decode_cost(data)):
+            png = await loop.run_in_executor(self._executor, render_png, data, event.filter)
         if self._settings.job_extra_delay_s > 0:
             await asyncio.sleep(self._settings.job_extra_delay_s)
 
@@ -168,6 +172,19 @@ class JobHandler:
         failed = Job.from_event(event, JobStatus.FAILED, attempts=attempts, now=now)
         failed = dataclasses.replace(failed, finished_at=now, error=describe_error(error))
         await _database(self._jobs.mark_failed(failed))
+
+    def _decode_cost(self, data: bytes) -> int:
+        """The image's estimated cost from its header; one that could never fit the budget is refused."""
+        try:
+            cost = decode_cost_bytes(open_image(data))
+        except UnsupportedImage as exc:
+            raise UnusableImage(f"cannot use the image: {exc}") from exc
+        if cost > self._budget.total_bytes:
+            raise UnusableImage(
+                f"cannot use the image: decoding it needs about {cost // 2**20} MiB, more than the decode budget "
+                f"(DECODE_BUDGET_MIB={self._budget.total_bytes // 2**20})"
+            )
+        return cost
 
     async def _source_bytes(self, event: DecodedEvent) -> bytes:
         source = event.source

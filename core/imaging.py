@@ -25,6 +25,11 @@ IMAGE_MEDIA_TYPES: Final = {
 ALLOWED_IMAGE_FORMATS: Final = tuple(IMAGE_MEDIA_TYPES)
 
 
+# A filter's working copies (decoded, converted, filtered, premultiplied...): measured peaks were 4.2 to 4.5 times
+# the decoded size for blur and sepia; 5 leaves room.
+WORKING_COPIES: Final = 5
+
+
 class UnsupportedImage(ValueError):
     """The bytes are not an image of an allowed format, or the image is too large to decode safely."""
 
@@ -41,3 +46,13 @@ def open_image(data: bytes) -> Image.Image:
         allowed = ", ".join(ALLOWED_IMAGE_FORMATS)
         raise UnsupportedImage(f"not an image in an accepted format ({allowed})") from exc
     return image
+
+
+def decode_cost_bytes(image: Image.Image) -> int:
+    """The memory decoding and filtering ``image`` may take at its peak, from its header alone."""
+    return image.width * image.height * max(3, len(image.getbands())) * WORKING_COPIES
+
+
+def limit_pixels(max_image_pixels: int) -> None:
+    """Set Pillow's decompression-bomb limit (process-wide, so only entry points call this)."""
+    Image.MAX_IMAGE_PIXELS = max_image_pixels

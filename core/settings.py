@@ -54,6 +54,14 @@ class Settings(BaseSettings):
     retry_backoff_max_s: PositiveSeconds = Field(default=30.0, description="Longest retry delay.")
     commit_interval_s: PositiveSeconds = Field(default=1.0, description="Longest a finished offset waits to commit.")
     job_extra_delay_s: float = Field(default=0.0, ge=0, description="Added to every job (demos, tests).")
+    decode_budget_mib: int = Field(
+        default=512,
+        ge=16,
+        description="Memory the images a worker decodes and filters at once may take (estimated from their headers).",
+    )
+    max_image_pixels: int = Field(
+        default=89_478_485, ge=1, description="Largest image (width x height) the API and the workers open."
+    )
     fetch_timeout_s: PositiveSeconds = Field(default=20.0, description="Total deadline of one image download.")
     max_download_bytes: int = Field(default=20 * 1024 * 1024, ge=1, description="Largest image a worker fetches.")
     allow_private_urls: bool = Field(

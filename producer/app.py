@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 
 from core.blobs import BlobStore
+from core.imaging import limit_pixels
 from core.jobs import JobStore
 from core.settings import Settings
 from producer import health, images
@@ -27,6 +28,7 @@ logger = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API for ``settings`` (read from the environment when not given)."""
     settings = settings or Settings()
+    limit_pixels(settings.max_image_pixels)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -18,13 +18,14 @@ from consumer.download import BlockedUrl, HttpClientError
 from consumer.errors import PermanentError, TransientError
 from consumer.handler import JobHandler
 from consumer.outcomes import Outcome
+from consumer.render import UnusableImage
 from core.blobs import BlobStore
 from core.jobs import Job, JobStatus, JobStore, utc_now
 from core.settings import Settings
 from schemas import EventDecodeError, FilterName, ImageProcessV1
 from tests.support.events import blob_event, event_record, make_record, url_event
 from tests.support.http_servers import Hit, respond, serving
-from tests.support.images import png_bytes, truncated_png
+from tests.support.images import encoded, png_bytes, truncated_png
 from tests.support.settings import make_settings
 
 HandlerFactory = Callable[..., JobHandler]
@@ -313,3 +314,13 @@ async def test_record_failure_keeps_a_done_job(handler: JobHandler, jobs: JobSto
     await handler.record_failure(event_record(event), PermanentError("late duplicate failed"), attempts=1)
 
     assert (await stored_job(jobs, event)).status is JobStatus.DONE
+
+
+async def test_an_image_over_the_decode_budget_is_refused_before_decoding(
+    make_handler: HandlerFactory, blobs: BlobStore
+) -> None:
+    handler = make_handler(decode_budget_mib=16)
+    event = await blob_event(blobs, encoded(Image.new("RGBA", (2000, 2000))))  # 76 MiB with working copies
+    with pytest.raises(UnusableImage, match="more than the decode budget") as caught:
+        await handler.handle(event_record(event), attempt=1)
+    assert caught.value.code == "unsupported_image"
