@@ -11,7 +11,8 @@ INSTALLED := $(VENV)/.installed
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet --constraint constraints.txt -e '.[dev]'
+	@# setuptools prints an informational wall about editable installs of a flat layout: not a problem here.
+	PYTHONWARNINGS=ignore::UserWarning $(BIN)/python -m pip install --quiet --constraint constraints.txt -e '.[dev]'
 	touch $@
 
 install: $(INSTALLED)  ## Create .venv with the project and its dev tools.
