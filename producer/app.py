@@ -10,8 +10,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.requests import ClientDisconnect
 
 from core.blobs import BlobStore
 from core.imaging import limit_pixels
@@ -38,7 +39,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         publisher = EventPublisher(settings)
         await publisher.start()
         intake = JobIntake(settings, jobs, blobs, publisher)
-        app.state.services = Services(settings=settings, jobs=jobs, blobs=blobs, publisher=publisher, intake=intake)
+        uploads = asyncio.Semaphore(settings.max_concurrent_uploads)
+        app.state.services = Services(
+            settings=settings, jobs=jobs, blobs=blobs, publisher=publisher, intake=intake, uploads=uploads
+        )
         sweeper = asyncio.create_task(intake.sweep_orphan_uploads_forever(), name="orphan upload sweep")
         try:
             yield
@@ -59,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(SQLAlchemyError, _dependency_unavailable)
     app.add_exception_handler(OSError, _dependency_unavailable)
+    app.add_exception_handler(ClientDisconnect, _client_disconnected)
     return app
 
 
@@ -67,6 +72,12 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [{key: error[key] for key in ("type", "loc", "msg") if key in error} for error in exc.errors()]
     return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+
+async def _client_disconnected(request: Request, _exc: Exception) -> Response:
+    # Nobody is left to answer; one line, not the ASGI traceback the exception would otherwise log.
+    logger.info("%s %s: the client left before its request was read", request.method, request.url.path)
+    return Response(status_code=400)
 
 
 async def _dependency_unavailable(request: Request, exc: Exception) -> JSONResponse:

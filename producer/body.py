@@ -30,6 +30,10 @@ class UnsupportedMediaType(Exception):
     """The body is neither JSON nor multipart form data."""
 
 
+class UploadsBusy(Exception):
+    """``MAX_CONCURRENT_UPLOADS`` uploads are being read already: answer 503, the client retries shortly."""
+
+
 class _BodyTooLarge(Exception):
     pass
 
@@ -44,7 +48,11 @@ async def read_job_request(request: Request, max_upload_bytes: int) -> tuple[str
     """The job's source (URL or upload) and filter, or a 422/415 explaining what is wrong."""
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type == "multipart/form-data":
-        return await _read_multipart(request, max_upload_bytes)
+        uploads = get_services(request).uploads
+        if uploads.locked():
+            raise UploadsBusy(f"{get_services(request).settings.max_concurrent_uploads} uploads are being read")
+        async with uploads:
+            return await _read_multipart(request, max_upload_bytes)
     if media_type in ("application/json", "") or media_type.endswith("+json"):
         return await _read_json(request)
     raise UnsupportedMediaType(f"unsupported content type {media_type!r}; send JSON or multipart/form-data")

@@ -10,6 +10,7 @@ import uvicorn
 from core.logs import configure_logging
 from core.settings import InvalidSettings, load_settings
 from producer.app import create_app
+from producer.server import bounded_protocol
 
 # Longer than the idle timeout of the clients and load balancers in front (httpx 5 s, AWS ALB 60 s): a server
 # that closes an idle connection first races the client reusing it, and the client sees its POST reset with no
@@ -41,4 +42,5 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port,
         log_level=args.log_level,
         timeout_keep_alive=KEEP_ALIVE_TIMEOUT_S,
+        http=bounded_protocol(settings),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -23,6 +24,7 @@ class Services:
     blobs: BlobStore
     publisher: EventPublisher
     intake: JobIntake
+    uploads: asyncio.Semaphore  # uploads being read at once: each holds up to MAX_UPLOAD_BYTES in memory
 
 
 def get_services(request: Request) -> Services:

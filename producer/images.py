@@ -11,7 +11,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from core.jobs import Job, JobStatus
 from core.urls import redact_url
 from producer import openapi
-from producer.body import UnsupportedMediaType, read_job_request
+from producer.body import UnsupportedMediaType, UploadsBusy, read_job_request
 from producer.deps import ServicesDep
 from producer.intake import IdempotencyKeyReused
 from producer.models import JobAccepted, JobSource, JobView
@@ -47,6 +47,8 @@ async def submit_image(
         source, image_filter = await read_job_request(request, services.settings.max_upload_bytes)
     except UnsupportedMediaType as exc:
         return _problem(415, str(exc))
+    except UploadsBusy as exc:
+        return _problem(503, f"{exc}; retry in 1 s", headers={"Retry-After": "1"})
     try:
         acceptance = await services.intake.submit(source, image_filter, idempotency_key)
     except IdempotencyKeyReused as exc:
