@@ -1,4 +1,5 @@
-"""The API's HTTP layer is bounded: header size, how long a request may take to arrive, uploads read at once.
+"""Scenario 14: the API's HTTP layer is bounded: header size, how long a request may take to arrive, uploads
+read at once.
 
 A real ``image-api`` process (the bounds live in its server protocol); no broker is needed for any of this.
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.reliability.harness import free_port
+from tests.reliability.harness import FIGURES, free_port
 from tests.reliability.hostile import memory_of
 from tests.support.images import png_bytes
 from tests.support.processes import ApiProcess
@@ -69,11 +70,16 @@ async def test_a_50_mb_header_gets_431_at_once_and_costs_no_memory(api: ApiProce
     assert answer.startswith(b"HTTP/1.1 431 "), answer[:100]
     assert elapsed_s < 1.0
     growth_mib = (memory_of(api.process.pid).peak_rss_kib - before.rss_kib) / 1024
-    assert growth_mib < 4, f"the API grew {growth_mib:.1f} MiB"
+    line = (
+        f"http-header-50mb: status={answer[9:12].decode()} answered_s={elapsed_s:.2f} rss_growth_mib={growth_mib:.1f}"
+    )
+    FIGURES.append(line)
+    assert growth_mib < 4, line
 
 
 async def test_idle_and_trickling_connections_are_closed_after_the_header_timeout(api: ApiProcess) -> None:
     await _healthy(api)
+    opened = time.monotonic()
     idle = [await asyncio.open_connection("127.0.0.1", _port(api)) for _ in range(IDLE_SOCKETS)]
     trickle_reader, trickle_writer = await asyncio.open_connection("127.0.0.1", _port(api))
 
@@ -89,6 +95,10 @@ async def test_idle_and_trickling_connections_are_closed_after_the_header_timeou
     trickling.cancel()
     for _, writer in [*idle, (trickle_reader, trickle_writer)]:
         writer.close()
+    closed_s = time.monotonic() - opened
+    FIGURES.append(
+        f"http-idle-sockets: sockets={IDLE_SOCKETS} header_timeout_s={HEADER_TIMEOUT_S} all_closed_s={closed_s:.1f}"
+    )
     assert closed == [b""] * IDLE_SOCKETS
 
 
