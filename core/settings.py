@@ -7,6 +7,8 @@ read from the environment variable of the same name in upper case (``KAFKA_BOOTS
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -125,11 +127,36 @@ class InvalidSettings(Exception):
 
 def load_settings(**overrides: Any) -> Settings:
     """Read :class:`Settings` from the environment (``overrides`` win), naming bad variables on failure."""
+    problems = [
+        f"{name}: not a setting of this version (TLS and SASL for Kafka are not supported yet); unset it rather "
+        "than run with it ignored"
+        for name in unknown_kafka_client_settings(os.environ)
+    ]
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as exc:
-        problems = [
+        problems += [
             f"{'.'.join(str(part) for part in error['loc']).upper()}: {error['msg']} (got {error.get('input')!r})"
             for error in exc.errors(include_url=False)
         ]
-        raise InvalidSettings("invalid settings:\n  " + "\n  ".join(problems)) from None
+    if problems:
+        raise InvalidSettings("invalid settings:\n  " + "\n  ".join(problems))
+    return settings
+
+
+# Words in a KAFKA_* variable that make it look like a client setting, e.g. KAFKA_SECURITY_PROTOCOL=SASL_SSL: ignored
+# silently, it would leave the service talking plaintext to a broker it believes secured. Kafka's own script
+# variables (KAFKA_HOME, KAFKA_HEAP_OPTS, KAFKA_OPTS, ...) contain none of them.
+_CLIENT_SETTING_WORDS = ("SECURITY", "SASL", "SSL", "TLS", "BOOTSTRAP", "CLIENT", "USERNAME", "PASSWORD", "JAAS")
+
+
+def unknown_kafka_client_settings(environment: Mapping[str, str]) -> list[str]:
+    """The ``KAFKA_*`` variables in ``environment`` that look like client settings but are none of ours."""
+    known = {name.upper() for name in Settings.model_fields}
+    return sorted(
+        name
+        for name in environment
+        if name.upper().startswith("KAFKA_")
+        and name.upper() not in known
+        and any(word in name.upper() for word in _CLIENT_SETTING_WORDS)
+    )

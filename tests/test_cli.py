@@ -44,3 +44,14 @@ def test_bad_setting_is_named_without_a_traceback(command: str) -> None:
     assert "invalid settings" in result.stderr
     assert "TOPIC_PARTITIONS: Input should be a valid integer" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["image-api", "image-worker", "image-replay"])
+def test_a_kafka_client_setting_of_no_meaning_here_stops_the_command(command: str) -> None:
+    """KAFKA_SECURITY_PROTOCOL=SASL_SSL, silently ignored, would leave the service talking plaintext."""
+    argv = [command, "redrive"] if command == "image-replay" else [command]
+    result = run(argv, KAFKA_SECURITY_PROTOCOL="SASL_SSL", KAFKA_HEAP_OPTS="-Xmx1G")
+    assert result.returncode != 0
+    assert "KAFKA_SECURITY_PROTOCOL: not a setting of this version" in result.stderr
+    assert "KAFKA_HEAP_OPTS" not in result.stderr, "Kafka's own script variables are not client settings"
+    assert "Traceback" not in result.stderr
