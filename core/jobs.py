@@ -13,17 +13,17 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Executable, Table, bindparam, inspect, select, text
+from sqlalchemy import ColumnElement, Executable, Table, bindparam, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.database import create_engine
-from core.tables import jobs_table, metadata, processed_events_table
+from core.tables import add_missing_columns, jobs_table, metadata, processed_events_table
 from schemas import BlobSource, DecodedEvent, ImageProcessV2, UrlSource
 
 # What the API writes over a row a worker created first: how the job was requested.
-_REQUEST_COLUMNS = ("filter", "source_url", "blob_key", "request_fingerprint", "requested_at")
+_REQUEST_COLUMNS = ("filter", "source_url", "blob_key", "request_fingerprint", "requested_at", "owner")
 # What a worker writes about a job, per state. request_fingerprint and the request's description are the API's.
 _PROCESSING_COLUMNS = ("status", "updated_at", "started_at", "finished_at", "attempts", "executions", "error")
 _DONE_COLUMNS = ("status", "updated_at", "finished_at", "attempts", "error", "result_key")
@@ -57,6 +57,7 @@ class Job:
     executions: int = 0
     error: str | None = None
     result_key: str | None = None
+    owner: str | None = None
 
     @classmethod
     def from_event(
@@ -76,6 +77,7 @@ class Job:
             source_url=str(source.url) if isinstance(source, UrlSource) else None,
             blob_key=source.key if isinstance(source, BlobSource) else None,
             request_fingerprint=event.request_fingerprint if isinstance(event, ImageProcessV2) else None,
+            owner=event.owner if isinstance(event, ImageProcessV2) else None,
             requested_at=event.requested_at,
             updated_at=now,
             attempts=attempts,
@@ -122,7 +124,7 @@ class JobStore:
             try:
                 async with self.engine.begin() as connection:
                     await connection.run_sync(metadata.create_all)
-                    await connection.run_sync(_add_missing_columns)
+                    await connection.run_sync(add_missing_columns)
             except DBAPIError:
                 if attempt == 2:
                     raise
@@ -238,12 +240,6 @@ class _Writes:
         )
 
 
-def _add_missing_columns(connection: Connection) -> None:
-    """Give a jobs table from before ``executions`` existed that column (later changes get real migrations)."""
-    if "executions" not in {column["name"] for column in inspect(connection).get_columns(jobs_table.name)}:
-        connection.execute(text("ALTER TABLE jobs ADD COLUMN executions INTEGER NOT NULL DEFAULT 0"))
-
-
 def _dialect_insert(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
     """An INSERT with ``on_conflict_do_*``, which PostgreSQL and SQLite spell the same way in SQLAlchemy."""
     if dialect == "postgresql":
@@ -272,6 +268,7 @@ def _job_values(job: Job) -> dict[str, Any]:
         "executions": job.executions,
         "error": job.error,
         "result_key": job.result_key,
+        "owner": job.owner,
     }
 
 
@@ -295,4 +292,5 @@ def _job_from_row(row: Any) -> Job:
         executions=row["executions"],
         error=row["error"],
         result_key=row["result_key"],
+        owner=row["owner"],
     )

@@ -43,6 +43,10 @@ class Settings(BaseSettings):
         default=Path("~/.local/share/image-pipeline/blobs"), description="Where uploads and results are stored."
     )
 
+    auth_disabled: bool = Field(
+        default=False,
+        description="Serve the API without API keys: for a local demo only (make run sets it and says so).",
+    )
     send_timeout_s: PositiveSeconds = Field(
         default=5.0, description="Longest the API waits for the broker's ack before answering 503."
     )

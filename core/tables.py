@@ -6,7 +6,7 @@ in the same place as the output"): a redelivered event is recognised by it and s
 
 from __future__ import annotations
 
-from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text
+from sqlalchemy import Column, Connection, DateTime, Integer, MetaData, String, Table, Text, inspect, text
 
 metadata = MetaData()
 
@@ -29,6 +29,7 @@ jobs_table = Table(
     Column("executions", Integer, nullable=False, default=0, server_default="0"),
     Column("error", Text, nullable=True),
     Column("result_key", String(512), nullable=True),
+    Column("owner", String(36), nullable=True),  # the API key that submitted it (none with auth off)
 )
 
 processed_events_table = Table(
@@ -38,3 +39,25 @@ processed_events_table = Table(
     Column("image_id", String(36), nullable=False),
     Column("processed_at", DateTime(timezone=True), nullable=False),
 )
+
+api_keys_table = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(36), primary_key=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("secret_sha256", String(64), nullable=False, unique=True),  # the key itself is shown once, never stored
+    Column("roles", String(64), nullable=False),  # comma-separated
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+# Columns added to tables of an earlier release: (table, column, SQL type and default).
+ADDED_COLUMNS = (("jobs", "executions", "INTEGER NOT NULL DEFAULT 0"), ("jobs", "owner", "VARCHAR(36)"))
+
+
+def add_missing_columns(connection: Connection) -> None:
+    """Give tables created by an earlier release the columns added since (later changes get real migrations)."""
+    inspector = inspect(connection)
+    for table, column, definition in ADDED_COLUMNS:
+        if column not in {existing["name"] for existing in inspector.get_columns(table)}:
+            connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {definition}"))

@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import ClientDisconnect
 
+from core.api_keys import ApiKeyStore
 from core.blobs import BlobStore
 from core.imaging import limit_pixels
 from core.jobs import JobStore
@@ -41,7 +42,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         intake = JobIntake(settings, jobs, blobs, publisher)
         uploads = asyncio.Semaphore(settings.max_concurrent_uploads)
         app.state.services = Services(
-            settings=settings, jobs=jobs, blobs=blobs, publisher=publisher, intake=intake, uploads=uploads
+            settings=settings,
+            jobs=jobs,
+            blobs=blobs,
+            publisher=publisher,
+            intake=intake,
+            keys=ApiKeyStore(jobs.engine),
+            uploads=uploads,
         )
         sweeper = asyncio.create_task(intake.sweep_orphan_uploads_forever(), name="orphan upload sweep")
         try:

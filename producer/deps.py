@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from core.api_keys import ApiKeyStore
 from core.blobs import BlobStore
 from core.jobs import JobStore
 from core.settings import Settings
@@ -24,6 +25,7 @@ class Services:
     blobs: BlobStore
     publisher: EventPublisher
     intake: JobIntake
+    keys: ApiKeyStore
     uploads: asyncio.Semaphore  # uploads being read at once: each holds up to MAX_UPLOAD_BYTES in memory
 
 

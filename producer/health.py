@@ -7,6 +7,8 @@ import asyncio
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from core.api_keys import Role
+from producer.auth import MaybePrincipal
 from producer.deps import ServicesDep
 from producer.models import Readiness
 from producer.publisher import BrokerUnavailable
@@ -25,10 +27,17 @@ async def healthz() -> dict[str, str]:
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "A dependency does not answer."}},
 )
-async def readyz(services: ServicesDep) -> JSONResponse:
+async def readyz(services: ServicesDep, principal: MaybePrincipal) -> JSONResponse:
+    """Whether to send traffic here; why not is told only to an admin key (the reasons name internal addresses)."""
     broker, database = await asyncio.gather(_broker_state(services), _database_state(services))
     ready = broker == database == "ok"
+    if principal is None or Role.ADMIN not in principal.roles:
+        broker, database = (_summary(broker), _summary(database))
     return JSONResponse(Readiness(broker=broker, database=database).model_dump(), status_code=200 if ready else 503)
+
+
+def _summary(state: str) -> str:
+    return "ok" if state == "ok" else "unavailable"
 
 
 async def _broker_state(services: ServicesDep) -> str:

@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from core.jobs import Job, JobStatus
 from core.urls import redact_url
 from producer import openapi
+from producer.auth import Reader, Submitter
 from producer.body import UnsupportedMediaType, UploadsBusy, read_job_request
 from producer.deps import ServicesDep
 from producer.intake import IdempotencyKeyReused
@@ -32,6 +33,7 @@ MAX_IDEMPOTENCY_KEY_LENGTH = 255
 async def submit_image(
     request: Request,
     services: ServicesDep,
+    principal: Submitter,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -50,7 +52,7 @@ async def submit_image(
     except UploadsBusy as exc:
         return _problem(503, f"{exc}; retry in 1 s", headers={"Retry-After": "1"})
     try:
-        acceptance = await services.intake.submit(source, image_filter, idempotency_key)
+        acceptance = await services.intake.submit(source, image_filter, idempotency_key, owner=principal.key_id)
     except IdempotencyKeyReused as exc:
         # 409, not 422: the request is valid on its own; it conflicts with what the key already names.
         return _problem(409, str(exc))
@@ -75,9 +77,9 @@ async def submit_image(
 
 
 @router.get("/{image_id}", responses=openapi.STATUS_RESPONSES, summary="Read a job's status")
-async def read_status(image_id: UUID, services: ServicesDep) -> JobView:
+async def read_status(image_id: UUID, services: ServicesDep, principal: Reader) -> JobView:
     job = await services.jobs.get(str(image_id))
-    if job is None:
+    if job is None or not principal.may_see(job.owner):  # another client's job is not there, as far as you know
         raise _not_found(image_id)
     return _view(job)
 
@@ -88,9 +90,9 @@ async def read_status(image_id: UUID, services: ServicesDep) -> JobView:
     response_class=FileResponse,
     responses=openapi.RESULT_RESPONSES,
 )
-async def read_result(image_id: UUID, services: ServicesDep) -> Any:
+async def read_result(image_id: UUID, services: ServicesDep, principal: Reader) -> Any:
     job = await services.jobs.get(str(image_id))
-    if job is None:
+    if job is None or not principal.may_see(job.owner):
         raise _not_found(image_id)
     if job.status is not JobStatus.DONE or job.result_key is None:
         return _problem(409, f"job {image_id} is {job.status.value}; its result is served once it is done")

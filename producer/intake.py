@@ -78,16 +78,27 @@ class JobIntake:
         await self._rows.aclose(ROW_WRITES_CLOSE_TIMEOUT_S)
 
     async def submit(
-        self, source: str | Upload, image_filter: FilterName, idempotency_key: str | None = None
+        self,
+        source: str | Upload,
+        image_filter: FilterName,
+        idempotency_key: str | None = None,
+        *,
+        owner: str | None = None,
     ) -> Acceptance:
-        """Accept one job; raises ``BrokerUnavailable`` (answer 503) or ``IdempotencyKeyReused`` (answer 409)."""
+        """Accept one job for API key ``owner``; raises ``BrokerUnavailable`` (answer 503) or
+        ``IdempotencyKeyReused`` (answer 409).
+
+        Idempotency-Keys are scoped to the owner: ids derive from the key's server-side id as well, so nobody can
+        compute the id of another client's job from a guessable Idempotency-Key, nor claim that key first.
+        """
         deadline = time.monotonic() + self._settings.send_timeout_s
         fingerprint = _fingerprint(source, image_filter)
         if idempotency_key is None:
             image_id, event_id = uuid.uuid4(), uuid.uuid4()
         else:
-            image_id = uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"image:{idempotency_key}")
-            event_id = uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"event:{idempotency_key}:{fingerprint}")
+            scoped = idempotency_key if owner is None else f"{owner}:{idempotency_key}"
+            image_id = uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"image:{scoped}")
+            event_id = uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"event:{scoped}:{fingerprint}")
             existing = await self._jobs.get(str(image_id))
             if existing is not None:
                 # A row without a fingerprint comes from an event older than v2: nothing to compare with.
@@ -112,6 +123,7 @@ class JobIntake:
             filter=image_filter,
             requested_at=now,
             request_fingerprint=fingerprint,
+            owner=owner,
         )
         try:
             await self._publisher.publish(

@@ -70,11 +70,12 @@ class ImageProcessV1(_ImageProcess):
 
 
 class ImageProcessV2(_ImageProcess):
-    """Version 2 adds the request's fingerprint (what an ``Idempotency-Key`` retry is compared by), so the job
-    row a worker creates before the API's says which request it belongs to."""
+    """Version 2 adds the request's fingerprint (what an ``Idempotency-Key`` retry is compared by) and the API
+    key that made it, so the job row a worker creates before the API's says which request and whose it is."""
 
     version: Literal[2] = 2
     request_fingerprint: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    owner: str | None = Field(default=None, max_length=36, description="The id of the API key that submitted it.")
 
 
 ImageProcessEvent = ImageProcessV2

@@ -52,7 +52,10 @@ def main(argv: list[str] | None = None) -> None:
                 "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
                 "DATABASE_URL": os.environ.get("DATABASE_URL", f"sqlite:///{data_dir / 'images.db'}"),
                 "STORAGE_DIR": os.environ.get("STORAGE_DIR", str(data_dir / "blobs")),
+                "AUTH_DISABLED": os.environ.get("AUTH_DISABLED", "true"),
             }
+            if env["AUTH_DISABLED"] == "true":
+                print("Local demo: the API runs without API keys (AUTH_DISABLED=true); never expose it like this.")
             api_url = f"http://127.0.0.1:{args.api_port}"
             api = stack.enter_context(_process(["image-api", "--port", str(args.api_port)], env, data_dir / "api.log"))
             _wait_ready(api_url, api, data_dir / "api.log")

@@ -20,6 +20,7 @@ def make_settings(bootstrap_servers: str, tmp_path: Path, **overrides: object) -
         "database_url": f"sqlite:///{tmp_path / 'jobs.db'}",
         "storage_dir": tmp_path / "blobs",
         "send_timeout_s": 3.0,
+        "auth_disabled": True,  # tests of auth itself turn it on
         "retry_after_s": 2,
         "max_upload_bytes": 256 * 1024,
     }
