@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
+import limits
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -46,6 +47,10 @@ class Settings(BaseSettings):
     auth_disabled: bool = Field(
         default=False,
         description="Serve the API without API keys: for a local demo only (make run sets it and says so).",
+    )
+    rate_limit: str = Field(
+        default="50/second",
+        description="Requests one API key may make to /images, per API process (e.g. 50/second, 1000/minute).",
     )
     send_timeout_s: PositiveSeconds = Field(
         default=5.0, description="Longest the API waits for the broker's ack before answering 503."
@@ -111,6 +116,15 @@ class Settings(BaseSettings):
         if not hosts or any(":" not in host for host in hosts):
             raise ValueError("expected a comma-separated list of host:port, e.g. localhost:9092")
         return ",".join(hosts)
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit_parses(cls, value: str) -> str:
+        try:
+            limits.parse(value)
+        except ValueError:
+            raise ValueError("expected a rate such as 50/second or 1000/minute") from None
+        return value
 
     @field_validator("storage_dir")
     @classmethod

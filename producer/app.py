@@ -23,6 +23,7 @@ from producer import health, images
 from producer.deps import Services
 from producer.intake import JobIntake
 from producer.publisher import EventPublisher
+from producer.rate_limits import RateLimiter
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             publisher=publisher,
             intake=intake,
             keys=ApiKeyStore(jobs.engine),
+            rate_limiter=RateLimiter(settings.rate_limit),
             uploads=uploads,
         )
         sweeper = asyncio.create_task(intake.sweep_orphan_uploads_forever(), name="orphan upload sweep")

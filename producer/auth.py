@@ -1,7 +1,8 @@
 """Who is asking: ``Authorization: Bearer <API key>``, and what the key may do.
 
 A missing or unknown (or revoked) key gets 401 with ``WWW-Authenticate: Bearer``; a key without the role a route
-needs gets 403. With ``AUTH_DISABLED`` (a local demo) every request acts as one local principal with every role.
+needs gets 403; a key over ``RATE_LIMIT`` gets 429 with ``Retry-After``. With ``AUTH_DISABLED`` (a local demo)
+every request acts as one local principal with every role.
 """
 
 from __future__ import annotations
@@ -62,9 +63,15 @@ async def optional_principal(services: ServicesDep, credentials: BearerDep) -> P
 def requiring(role: Role) -> object:
     """A dependency: the caller, if its key has ``role`` (else 403)."""
 
-    async def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+    async def check(services: ServicesDep, principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
         if role not in principal.roles and Role.ADMIN not in principal.roles:
             raise HTTPException(403, f"this API key may not {role.value}")
+        if principal.key_id is not None and (wait_s := services.rate_limiter.retry_after_s(principal.key_id)):
+            raise HTTPException(
+                429,
+                f"this API key made more than {services.settings.rate_limit} requests",
+                {"Retry-After": str(wait_s)},
+            )
         return principal
 
     return Depends(check)

@@ -14,6 +14,7 @@ from core.jobs import JobStore
 from core.settings import Settings
 from producer.intake import JobIntake
 from producer.publisher import EventPublisher
+from producer.rate_limits import RateLimiter
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,7 @@ class Services:
     publisher: EventPublisher
     intake: JobIntake
     keys: ApiKeyStore
+    rate_limiter: RateLimiter
     uploads: asyncio.Semaphore  # uploads being read at once: each holds up to MAX_UPLOAD_BYTES in memory
 
 

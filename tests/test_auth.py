@@ -89,6 +89,25 @@ async def test_idempotency_keys_are_per_api_key_and_a_revoked_key_stops_at_once(
         assert (await api.get(first.json()["status_url"], headers=alice)).status_code == 401
 
 
+async def test_a_key_over_its_rate_gets_429_with_retry_after(kafka_bootstrap: str, tmp_path: Path) -> None:
+    settings = make_settings(kafka_bootstrap, tmp_path, auth_disabled=False, rate_limit="3/minute")
+    jobs = JobStore.from_url(settings.database_url)
+    await jobs.create_schema()
+    try:
+        alice = await new_key(ApiKeyStore(jobs.engine), "alice", Role.READ)
+        bob = await new_key(ApiKeyStore(jobs.engine), "bob", Role.READ)
+        async with api_client(settings) as api:
+            statuses = [
+                (await api.get("/images/0b7c0000-0000-4000-8000-000000000000", headers=alice)) for _ in range(4)
+            ]
+            other = await api.get("/images/0b7c0000-0000-4000-8000-000000000000", headers=bob)
+    finally:
+        await jobs.close()
+    assert [answer.status_code for answer in statuses] == [404, 404, 404, 429]
+    assert 1 <= int(statuses[3].headers["retry-after"]) <= 60
+    assert other.status_code == 404, "each key has its own window"
+
+
 def test_the_keys_command_creates_lists_and_revokes(tmp_path: Path) -> None:
     executable = shutil.which("image-keys", path=str(Path(sys.executable).parent))
     assert executable is not None
