@@ -35,7 +35,7 @@ def session_broker(data_dir: Path) -> Iterator[str]:
     if configured:
         yield configured
     elif docker_engine_answers():
-        from testcontainers.kafka import KafkaContainer
+        from testcontainers.community.kafka import KafkaContainer  # the old path warns, and warnings are errors
 
         with KafkaContainer(TESTCONTAINERS_IMAGE).with_kraft() as container:
             yield container.get_bootstrap_server()
