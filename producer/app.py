@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -73,7 +74,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(SQLAlchemyError, _dependency_unavailable)
     app.add_exception_handler(OSError, _dependency_unavailable)
     app.add_exception_handler(ClientDisconnect, _client_disconnected)
+    if settings.auth_disabled:
+        _document_without_auth(app)
     return app
+
+
+def _document_without_auth(app: FastAPI) -> None:
+    """With keys off, the OpenAPI document must not ask clients for one (fuzzers and clients believe it)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                operation.pop("security", None)
+        schema.get("components", {}).pop("securitySchemes", None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

@@ -126,3 +126,16 @@ def test_the_keys_command_creates_lists_and_revokes(tmp_path: Path) -> None:
     assert "revoked" in keys("list").stdout
     assert keys("revoke", "ci").returncode == 1, "already revoked"
     assert created.stdout.strip() not in (tmp_path / "api.db").read_bytes().decode(errors="replace")
+
+
+async def test_the_openapi_document_asks_for_a_key_exactly_when_one_is_needed(
+    secured: Settings, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    async with api_client(secured) as api:
+        schema = (await api.get("/openapi.json")).json()
+    assert "HTTPBearer" in schema["components"]["securitySchemes"]
+    assert schema["paths"]["/images"]["post"]["security"] == [{"HTTPBearer": []}]
+    async with api_client(make_settings(kafka_bootstrap, tmp_path / "open")) as api:
+        schema = (await api.get("/openapi.json")).json()
+    assert "securitySchemes" not in schema.get("components", {})
+    assert "security" not in schema["paths"]["/images"]["post"]
