@@ -48,10 +48,10 @@ async def read_job_request(request: Request, max_upload_bytes: int) -> tuple[str
     """The job's source (URL or upload) and filter, or a 422/415 explaining what is wrong."""
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type == "multipart/form-data":
-        uploads = get_services(request).uploads
-        if uploads.locked():
-            raise UploadsBusy(f"{get_services(request).settings.max_concurrent_uploads} uploads are being read")
-        async with uploads:
+        services = get_services(request)
+        if services.uploads.locked():
+            raise UploadsBusy(f"{services.settings.max_concurrent_uploads} uploads are being read")
+        async with services.uploads:
             return await _read_multipart(request, max_upload_bytes)
     if media_type in ("application/json", "") or media_type.endswith("+json"):
         return await _read_json(request)
