@@ -24,6 +24,7 @@ from consumer.partitions import Abandoned, OwnedPartition
 from consumer.records import coordinates
 from consumer.retry import Failure, RecordHandler, RetryPolicy, until_done
 from core.clients import stop_within
+from core.kafka_connection import kafka_connection
 from core.settings import Settings
 from schemas import DEAD_LETTER_PREFIX, DeadLetterHeader
 
@@ -71,7 +72,7 @@ class DeadLetterQueue:
 
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self._settings.kafka_bootstrap_servers,
+            **kafka_connection(self._settings),
             enable_idempotence=True,
             acks="all",
             client_id=f"image-worker-dlq-{self._worker_id}",

@@ -32,6 +32,7 @@ from consumer.metrics import Liveness, WorkerMetrics
 from consumer.partitions import OwnedPartition
 from consumer.records import partition_name
 from consumer.retry import RecordHandler, RetryingRunner, RetryPolicy
+from core.kafka_connection import kafka_connection
 from core.logs import KAFKA_TROUBLE
 from core.settings import Settings
 
@@ -89,7 +90,7 @@ class Worker:
         try:
             await self._dead_letters.start()
             self._consumer = AIOKafkaConsumer(
-                bootstrap_servers=settings.kafka_bootstrap_servers,
+                **kafka_connection(settings),
                 group_id=settings.consumer_group,
                 client_id=f"image-worker-{self.worker_id}",
                 enable_auto_commit=False,

@@ -8,12 +8,14 @@ read from the environment variable of the same name in upper case (``KAFKA_BOOTS
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, Self
 
 import limits
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
@@ -32,6 +34,32 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=6, ge=1, description="Partitions of the main topic when created.")
     topic_replication_factor: int = Field(default=1, ge=1, description="Replication factor of created topics.")
     consumer_group: str = Field(default="image-workers", min_length=1, description="Workers' consumer group.")
+
+    # How every Kafka client (API, workers, image-replay, benchmarks) reaches the brokers: see core/kafka_connection.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL (TLS and a login)."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = Field(
+        default=None, description="How to log in with SASL_*: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER."
+    )
+    kafka_sasl_username: str | None = Field(default=None, min_length=1, description="PLAIN or SCRAM user.")
+    kafka_sasl_password: SecretStr | None = Field(default=None, description="PLAIN or SCRAM password.")
+    kafka_sasl_oauth_token_file: FilePath | None = Field(
+        default=None,
+        description="OAUTHBEARER: file holding the current access token (re-read at every login, so a sidecar "
+        "or a mounted secret can refresh it).",
+    )
+    kafka_ssl_cafile: FilePath | None = Field(
+        default=None, description="CA certificates (PEM) that sign the brokers' certificates; default: the system's."
+    )
+    kafka_ssl_certfile: FilePath | None = Field(default=None, description="Client certificate (PEM) for mutual TLS.")
+    kafka_ssl_keyfile: FilePath | None = Field(
+        default=None, description="Private key (PEM) of KAFKA_SSL_CERTFILE, unless that file holds it."
+    )
+    kafka_ssl_key_password: SecretStr | None = Field(default=None, description="Password of the private key.")
+    kafka_ssl_check_hostname: bool = Field(
+        default=True, description="Check that the broker's certificate names the host connected to."
+    )
 
     # One place whatever the working directory, so the API, the workers and image-replay started from different
     # folders still share one database and one store.
@@ -105,6 +133,8 @@ class Settings(BaseSettings):
         """The environment variables that make another process (a worker, the API) read these settings."""
         env: dict[str, str] = {}
         for name, value in self.model_dump().items():
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
             if value is not None:
                 env[name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
         return env
@@ -116,6 +146,13 @@ class Settings(BaseSettings):
         if not hosts or any(":" not in host for host in hosts):
             raise ValueError("expected a comma-separated list of host:port, e.g. localhost:9092")
         return ",".join(hosts)
+
+    @model_validator(mode="after")
+    def _kafka_security_is_complete(self) -> Self:
+        problems = kafka_security_problems(self)
+        if problems:
+            raise ValueError("\n  ".join(problems))
+        return self
 
     @field_validator("rate_limit")
     @classmethod
@@ -139,6 +176,77 @@ class Settings(BaseSettings):
         return value
 
 
+def kafka_security_problems(settings: Settings) -> list[str]:
+    """What is missing or contradictory in the ``KAFKA_SECURITY_PROTOCOL``, ``KAFKA_SASL_*`` and ``KAFKA_SSL_*`` set.
+
+    A setting that the protocol would ignore is an error too: a password given with PLAINTEXT most likely means the
+    protocol was forgotten, and the service would talk in clear to a broker believed secured.
+    """
+    protocol, mechanism = settings.kafka_security_protocol, settings.kafka_sasl_mechanism
+    uses_sasl, uses_tls = protocol.startswith("SASL_"), protocol.endswith("SSL")
+    login = {"KAFKA_SASL_USERNAME": settings.kafka_sasl_username, "KAFKA_SASL_PASSWORD": settings.kafka_sasl_password}
+    token = {"KAFKA_SASL_OAUTH_TOKEN_FILE": settings.kafka_sasl_oauth_token_file}
+    tls = {
+        "KAFKA_SSL_CAFILE": settings.kafka_ssl_cafile,
+        "KAFKA_SSL_CERTFILE": settings.kafka_ssl_certfile,
+        "KAFKA_SSL_KEYFILE": settings.kafka_ssl_keyfile,
+        "KAFKA_SSL_KEY_PASSWORD": settings.kafka_ssl_key_password,
+    }
+    given = [name for name, value in {"KAFKA_SASL_MECHANISM": mechanism, **login, **token}.items() if value is not None]
+    problems = []
+    if not uses_sasl:
+        problems += [f"{name} is set but KAFKA_SECURITY_PROTOCOL={protocol} does not log in" for name in given]
+    elif mechanism is None:
+        problems.append(f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_MECHANISM")
+    elif mechanism == "OAUTHBEARER":
+        problems += [
+            f"{name} is needed with KAFKA_SASL_MECHANISM=OAUTHBEARER" for name, v in token.items() if v is None
+        ]
+        problems += [f"{name} is not used by OAUTHBEARER" for name, v in login.items() if v is not None]
+    else:
+        problems += [
+            f"{name} is needed with KAFKA_SASL_MECHANISM={mechanism}" for name, v in login.items() if v is None
+        ]
+        problems += [f"{name} is not used by {mechanism}" for name, v in token.items() if v is not None]
+    if not uses_tls:
+        problems += [
+            f"{name} is set but KAFKA_SECURITY_PROTOCOL={protocol} does not use TLS"
+            for name, value in tls.items()
+            if value is not None
+        ]
+    elif settings.kafka_ssl_certfile is None:
+        problems += [
+            f"{name} is set without KAFKA_SSL_CERTFILE"
+            for name in ("KAFKA_SSL_KEYFILE", "KAFKA_SSL_KEY_PASSWORD")
+            if tls[name] is not None
+        ]
+    else:
+        problems += _unloadable_tls_files(settings)
+    return problems
+
+
+def _unloadable_tls_files(settings: Settings) -> list[str]:
+    """Load the TLS files once at start-up, so a wrong file or key password is named now, not as "Kafka is down"."""
+    context = ssl.create_default_context()
+    if settings.kafka_ssl_cafile is not None:
+        try:
+            context.load_verify_locations(cafile=settings.kafka_ssl_cafile)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            return [f"KAFKA_SSL_CAFILE: cannot load {settings.kafka_ssl_cafile} as PEM certificates ({exc})"]
+    key_password = settings.kafka_ssl_key_password
+    try:
+        context.load_cert_chain(
+            settings.kafka_ssl_certfile,  # type: ignore[arg-type]  # checked by the caller
+            settings.kafka_ssl_keyfile,
+            key_password.get_secret_value() if key_password else None,
+        )
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        return [
+            f"KAFKA_SSL_CERTFILE, KAFKA_SSL_KEYFILE, KAFKA_SSL_KEY_PASSWORD: cannot load the client key pair ({exc})"
+        ]
+    return []
+
+
 class InvalidSettings(Exception):
     """The environment holds a bad value; the message names each variable and what is wrong with it."""
 
@@ -146,20 +254,27 @@ class InvalidSettings(Exception):
 def load_settings(**overrides: Any) -> Settings:
     """Read :class:`Settings` from the environment (``overrides`` win), naming bad variables on failure."""
     problems = [
-        f"{name}: not a setting of this version (TLS and SASL for Kafka are not supported yet); unset it rather "
-        "than run with it ignored"
+        f"{name}: not a setting of this version (the Kafka client settings are KAFKA_SECURITY_PROTOCOL, "
+        "KAFKA_SASL_* and KAFKA_SSL_*: see the README); unset it rather than run with it ignored"
         for name in unknown_kafka_client_settings(os.environ)
     ]
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
-        problems += [
-            f"{'.'.join(str(part) for part in error['loc']).upper()}: {error['msg']} (got {error.get('input')!r})"
-            for error in exc.errors(include_url=False)
-        ]
+        problems += [_describe(error) for error in exc.errors(include_url=False)]
     if problems:
         raise InvalidSettings("invalid settings:\n  " + "\n  ".join(problems))
     return settings
+
+
+def _describe(error: ErrorDetails) -> str:
+    """One problem as ``VARIABLE: what is wrong (got value)``; passwords are not repeated, whole-model checks name
+    their variables themselves."""
+    if not error["loc"]:
+        return str(error.get("ctx", {}).get("error", error["msg"]))
+    name = ".".join(str(part) for part in error["loc"]).upper()
+    shown = "'***'" if "PASSWORD" in name else repr(error.get("input"))
+    return f"{name}: {error['msg']} (got {shown})"
 
 
 # Words in a KAFKA_* variable that make it look like a client setting, e.g. KAFKA_SECURITY_PROTOCOL=SASL_SSL: ignored

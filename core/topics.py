@@ -7,27 +7,39 @@ one useful worker, so the pipeline never relies on it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, for_code
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+    for_code,
+)
 
 from core.clients import running
+from core.kafka_connection import kafka_connection
 from core.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 
-async def ensure_topics(settings: Settings, *, timeout_ms: int = 10_000) -> None:
-    """Create the main and dead-letter topics if missing; existing topics are left untouched."""
-    wanted = [
-        NewTopic(settings.images_topic, settings.topic_partitions, settings.topic_replication_factor),
-        NewTopic(settings.dlq_topic, settings.topic_partitions, settings.topic_replication_factor),
-    ]
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, request_timeout_ms=timeout_ms)
+async def ensure_topics(settings: Settings, topics: Sequence[str] = (), *, timeout_ms: int = 10_000) -> None:
+    """Create those of ``topics`` (default: the main and dead-letter topics) that are missing; existing topics are
+    left untouched.
+
+    On a broker with ACLs a principal may lack the right to create (the API's may only write events): then the
+    topic is left to whoever may create it, with a warning, and using it fails until it exists.
+    """
+    admin = AIOKafkaAdminClient(**kafka_connection(settings), request_timeout_ms=timeout_ms)
     async with running(admin):
         existing = set(await admin.list_topics())
-        missing = [topic for topic in wanted if topic.name not in existing]
+        missing = [
+            NewTopic(topic, settings.topic_partitions, settings.topic_replication_factor)
+            for topic in topics or (settings.images_topic, settings.dlq_topic)
+            if topic not in existing
+        ]
         if not missing:
             return
         response = await admin.create_topics(missing, timeout_ms=timeout_ms)
@@ -35,6 +47,8 @@ async def ensure_topics(settings: Settings, *, timeout_ms: int = 10_000) -> None
         error = for_code(error_code)
         if error_code == 0:
             logger.info("created topic %s", topic)
+        elif error in (TopicAuthorizationFailedError, ClusterAuthorizationFailedError):
+            logger.warning("not allowed to create topic %s: it must be created by a principal that may", topic)
         elif error is not TopicAlreadyExistsError:
             raise error(f"could not create topic {topic}")
 
@@ -43,9 +57,9 @@ class TopicMissing(LookupError):
     """The broker does not know the topic (topics are never created on first use here)."""
 
 
-async def topic_partitions(bootstrap_servers: str, topic: str) -> list[TopicPartition]:
+async def topic_partitions(settings: Settings, topic: str) -> list[TopicPartition]:
     """The topic's partitions in order; raises :class:`TopicMissing` if the broker does not know the topic."""
-    async with running(AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)) as admin:
+    async with running(AIOKafkaAdminClient(**kafka_connection(settings))) as admin:
         [description] = await admin.describe_topics([topic])
     if description["error_code"] != 0 or not description["partitions"]:
         raise TopicMissing(f"topic {topic!r} does not exist")

@@ -31,6 +31,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from core.clients import one_line, stop_within
+from core.kafka_connection import kafka_connection
 from core.logs import KAFKA_TROUBLE
 from core.settings import Settings
 from core.topics import ensure_topics
@@ -65,7 +66,7 @@ def transaction_timeout_ms(settings: Settings) -> int:
 def transactional_producer(settings: Settings, transactional_id: str) -> AIOKafkaProducer:
     """A producer whose events become visible only when their transaction commits (``acks=all``, idempotent)."""
     return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **kafka_connection(settings),
         enable_idempotence=True,
         acks="all",
         transactional_id=transactional_id,
@@ -241,7 +242,7 @@ class EventPublisher:
                 try:
                     await producer.start()  # with a transactional id: fences and aborts an earlier same-id producer
                     if index == 0:
-                        await ensure_topics(self._settings)
+                        await ensure_topics(self._settings, [self._settings.images_topic])
                 except BaseException:
                     self._drop_producer(producer)  # not awaited: the caller's deadline must not wait for it
                     raise

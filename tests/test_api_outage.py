@@ -85,7 +85,7 @@ async def test_broker_stopped_gives_bounded_503_then_recovers(own_broker: KafkaN
         await asyncio.to_thread(own_broker.start)
         after = await post_until_accepted(api)
 
-    keys = {record.key.decode() for record in await read_topic(settings.kafka_bootstrap_servers, settings.images_topic)}
+    keys = {record.key.decode() for record in await read_topic(settings, settings.images_topic)}
     assert {before.json()["id"], after.json()["id"]} <= keys
 
 

@@ -48,10 +48,10 @@ def test_bad_setting_is_named_without_a_traceback(command: str) -> None:
 
 @pytest.mark.parametrize("command", ["image-api", "image-worker", "image-replay"])
 def test_a_kafka_client_setting_of_no_meaning_here_stops_the_command(command: str) -> None:
-    """KAFKA_SECURITY_PROTOCOL=SASL_SSL, silently ignored, would leave the service talking plaintext."""
+    """A Java client's truststore setting, silently ignored, would leave the service trusting other CAs."""
     argv = [command, "redrive"] if command == "image-replay" else [command]
-    result = run(argv, KAFKA_SECURITY_PROTOCOL="SASL_SSL", KAFKA_HEAP_OPTS="-Xmx1G")
+    result = run(argv, KAFKA_SSL_TRUSTSTORE_LOCATION="/etc/kafka/truststore.jks", KAFKA_HEAP_OPTS="-Xmx1G")
     assert result.returncode != 0
-    assert "KAFKA_SECURITY_PROTOCOL: not a setting of this version" in result.stderr
+    assert "KAFKA_SSL_TRUSTSTORE_LOCATION: not a setting of this version" in result.stderr
     assert "KAFKA_HEAP_OPTS" not in result.stderr, "Kafka's own script variables are not client settings"
     assert "Traceback" not in result.stderr

@@ -135,7 +135,7 @@ async def test_active_group_is_refused_naming_its_member_and_wait_for_empty_wait
     settings = make_settings(kafka_bootstrap, tmp_path)
     await ensure_topics(settings)
     argv = ["--topic", settings.images_topic, "--to-earliest", "--execute"]
-    async with GroupOffsets(settings.kafka_bootstrap_servers, settings.consumer_group, timeout_s=10) as kafka:
+    async with GroupOffsets(settings, settings.consumer_group, timeout_s=10) as kafka:
         async with running_worker(settings) as worker:
             member = await group_member(kafka)
             assert member.client_id == f"image-worker-{worker.worker_id}"

@@ -65,7 +65,7 @@ async def test_a_job_with_credentials_in_its_url_shows_them_nowhere(
         worker.stop()
         await jobs.close()
 
-    [letter] = await read_topic(settings.kafka_bootstrap_servers, settings.dlq_topic)
+    [letter] = await read_topic(settings, settings.dlq_topic)
     headers = "\n".join(value.decode(errors="replace") for key, value in letter.headers if key.startswith("dlq."))
     logs = api.log() + worker.log()
     assert "Processing image http://127.0.0.1" in worker.log(), "the job line is there, without the secrets"

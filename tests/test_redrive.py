@@ -99,7 +99,7 @@ def synthetic_letters(count: int, error_class: bytes = HTTP_CLIENT_ERROR) -> lis
 
 async def copies(settings: Settings) -> list[ConsumerRecord]:
     """Records on the main topic that a redrive published."""
-    records = await read_topic(settings.kafka_bootstrap_servers, settings.images_topic)
+    records = await read_topic(settings, settings.images_topic)
     return [record for record in records if header(record, "redrive.dlq.offset") is not None]
 
 
@@ -160,7 +160,7 @@ async def test_fixed_dead_letters_are_redriven_and_done_once(
 
     async with running_worker(settings):
         await eventually(lambda: _jobs_in(jobs, JobStatus.FAILED, 6), what="all six jobs dead-lettered")
-        assert len(await read_topic(settings.kafka_bootstrap_servers, settings.dlq_topic)) == 6
+        assert len(await read_topic(settings, settings.dlq_topic)) == 6
         images.release_late()
 
         code, out = await run_cli(settings, "--execute", "--error-code", "http_4xx", "--json")
@@ -202,9 +202,7 @@ async def test_interrupted_redrive_finishes_the_rest_with_none_twice(settings: S
             settings, RedriveOptions(execute=True, batch_size=2), between_ack_and_commit=crash_on_second_batch
         )
     after_crash = await copies(settings)
-    group_offsets = await committed_offsets(
-        settings.kafka_bootstrap_servers, f"{settings.consumer_group}.redrive", settings.dlq_topic
-    )
+    group_offsets = await committed_offsets(settings, f"{settings.consumer_group}.redrive", settings.dlq_topic)
     assert sum(c.offset for c in group_offsets.values()) < len(after_crash), "copies past the commit exist"
 
     partial = await redrive.redrive(settings, RedriveOptions(execute=True, batch_size=2, limit=3))
@@ -274,7 +272,7 @@ async def test_filters_select_and_dry_run_does_not_move_progress(settings: Setti
     assert await selected("--limit", "3") == 3
     assert await copies(settings) == []
     group = f"{settings.consumer_group}.redrive"
-    assert await committed_offsets(settings.kafka_bootstrap_servers, group, settings.dlq_topic) == {}
+    assert await committed_offsets(settings, group, settings.dlq_topic) == {}
 
     code, out = await run_cli(
         settings, "--execute", "--json", "--error-class", "PermanentError", "--since", "2026-02-01T00:00Z"
@@ -368,7 +366,7 @@ async def _jobs_in(jobs: JobStore, status: JobStatus, expected: int) -> bool:
 
 
 async def _dead_letter_count(settings: Settings, expected: int) -> bool:
-    return len(await read_topic(settings.kafka_bootstrap_servers, settings.dlq_topic)) >= expected
+    return len(await read_topic(settings, settings.dlq_topic)) >= expected
 
 
 class _Terminal(io.StringIO):

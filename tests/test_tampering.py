@@ -51,9 +51,9 @@ async def test_an_event_naming_another_images_file_is_dead_lettered_and_changes_
         await produce(settings, [as_record(forged)])
 
         async def dead_lettered() -> bool:
-            return len(await read_topic(settings.kafka_bootstrap_servers, settings.dlq_topic)) == 1
+            return len(await read_topic(settings, settings.dlq_topic)) == 1
 
         await eventually(dead_lettered, what="the forged event dead-lettered")
-    [letter] = await read_topic(settings.kafka_bootstrap_servers, settings.dlq_topic)
+    [letter] = await read_topic(settings, settings.dlq_topic)
     assert dict(letter.headers)["dlq.error.code"] == b"tampered"
     assert await blobs.get(result_key) == victims_result, "the victim's result is byte for byte unchanged"

@@ -115,7 +115,7 @@ async def test_a_503_is_never_processed_and_a_keyed_retry_runs_once(
     await eventually(lambda: offsets_all_committed(settings), what="the worker read everything committed", timeout_s=90)
     await jobs.close()
 
-    committed = await read_topic(settings.kafka_bootstrap_servers, settings.images_topic, committed_only=True)
+    committed = await read_topic(settings, settings.images_topic, committed_only=True)
     urls = [
         str(event.source.url) for event in map(decode_event, (r.value for r in committed)) if event.source.kind == "url"
     ]

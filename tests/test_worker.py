@@ -132,7 +132,7 @@ async def test_poison_records_are_dead_lettered_once_with_metadata(
     async with running_worker(worker_settings):
         await eventually(lambda: offsets_all_committed(worker_settings), what="all offsets committed")
 
-    dead = await read_topic(worker_settings.kafka_bootstrap_servers, worker_settings.dlq_topic)
+    dead = await read_topic(worker_settings, worker_settings.dlq_topic)
     assert sorted((r.key, r.value) for r in dead) == sorted(poison)
     by_key = {record.key: dict(record.headers) for record in dead}
     hanging_headers = by_key[str(hanging.image_id).encode()]
@@ -177,13 +177,13 @@ async def test_failed_dead_letter_write_keeps_the_record_uncommitted_until_it_su
         await eventually(lambda: _all_done(jobs, 3), what="good jobs done around the poison")
         committed, _ = await committed_and_end_offsets(settings)
         assert committed.get(0, 0) <= 1, "nothing at or after the undelivered dead letter is committed"
-        assert await read_topic(settings.kafka_bootstrap_servers, settings.dlq_topic) == []
+        assert await read_topic(settings, settings.dlq_topic) == []
 
         await alter_topic_configs(settings, settings.dlq_topic, {"max.message.bytes": "1048588"})
         await eventually(lambda: offsets_all_committed(settings), what="offsets committed after the DLQ fix")
         await jobs.close()
 
-    dead = await read_topic(settings.kafka_bootstrap_servers, settings.dlq_topic)
+    dead = await read_topic(settings, settings.dlq_topic)
     assert [(record.key, record.value) for record in dead] == [poison]
 
 
@@ -237,7 +237,7 @@ async def test_unavailable_database_spends_no_attempts_and_dead_letters_nothing(
         assert [job.status if job else None for job in statuses] == [JobStatus.DONE, JobStatus.FAILED]
     finally:
         await jobs.close()
-    dead = await read_topic(settings.kafka_bootstrap_servers, settings.dlq_topic)
+    dead = await read_topic(settings, settings.dlq_topic)
     assert [record.key for record in dead] == [str(poison.image_id).encode()]
 
 

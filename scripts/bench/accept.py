@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 
+from core.kafka_connection import kafka_connection
 from core.settings import Settings
 from schemas import FilterName, ImageProcessEvent, UrlSource, encode_event, event_headers
 from scripts.bench.context import BenchError, Context
@@ -160,9 +161,7 @@ def _record(values: dict[str, float], notes: list[str], label: str, rate: str | 
 async def raw_producer_loop(settings: Settings, size: Sizes) -> tuple[float, float, float]:
     """Acked sends per second and p50/p99 ms of ``connections`` tasks, each sending its next event once acked."""
     await create_topics(settings)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=True, acks="all", linger_ms=5
-    )
+    producer = AIOKafkaProducer(**kafka_connection(settings), enable_idempotence=True, acks="all", linger_ms=5)
     await producer.start()
     latencies: list[float] = []
 

@@ -16,6 +16,7 @@ import time
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from consumer.retry import RecordHandler
+from core.kafka_connection import kafka_connection
 from core.settings import Settings
 
 POLL_TIMEOUT_MS = 100
@@ -38,7 +39,7 @@ class PartitionBoundConsumer:
         """Consume until :meth:`stop`; finished offsets are committed before leaving the group."""
         consumer = AIOKafkaConsumer(
             self._settings.images_topic,
-            bootstrap_servers=self._settings.kafka_bootstrap_servers,
+            **kafka_connection(self._settings),
             group_id=self._settings.consumer_group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

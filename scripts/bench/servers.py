@@ -21,6 +21,7 @@ import httpx
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from core.kafka_connection import kafka_connection
 from core.settings import Settings
 from producer.cli import KEEP_ALIVE_TIMEOUT_S
 from scripts.bench.context import BenchError
@@ -128,7 +129,7 @@ async def wait_group_stable(settings: Settings, members: list[Service], timeout_
     """Poll the group coordinator until the group is Stable with one member per process in ``members``."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_connection(settings))
     await admin.start()
     try:
         while True:

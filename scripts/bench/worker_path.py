@@ -21,6 +21,7 @@ from consumer.retry import RecordHandler
 from consumer.worker import Worker
 from core.blobs import BlobStore
 from core.jobs import JobStore
+from core.kafka_connection import kafka_connection
 from core.settings import Settings
 from schemas import FilterName
 from scripts.bench.context import BenchError, Context
@@ -101,7 +102,7 @@ async def raw_loop(settings: Settings, count: int) -> float:
     """Events per second of the plainest at-least-once consumer: poll a batch, commit it, repeat."""
     consumer = AIOKafkaConsumer(
         settings.images_topic,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **kafka_connection(settings),
         group_id=settings.consumer_group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

@@ -27,6 +27,7 @@ from sqlalchemy import select
 from consumer.retry import RecordHandler
 from core.blobs import BlobStore
 from core.jobs import JobStatus, JobStore
+from core.kafka_connection import kafka_connection
 from core.settings import Settings
 from core.tables import jobs_table
 from core.topics import ensure_topics
@@ -103,7 +104,7 @@ async def create_topics(settings: Settings, timeout_s: float = 30.0) -> None:
     but it would be timed (and logged) as part of the figure.
     """
     await ensure_topics(settings)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_connection(settings))
     await admin.start()
     try:
         async with asyncio.timeout(timeout_s):
@@ -136,7 +137,7 @@ async def warm_up_broker(bootstrap_servers: str, scratch: Path) -> None:
     )
     await create_topics(settings)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers, group_id=settings.consumer_group, enable_auto_commit=False
+        **kafka_connection(settings), group_id=settings.consumer_group, enable_auto_commit=False
     )
     with quiet_aiokafka():
         await consumer.start()
@@ -151,9 +152,7 @@ async def warm_up_broker(bootstrap_servers: str, scratch: Path) -> None:
 async def publish_uploads(settings: Settings, uploads: list[Upload], image_filter: FilterName) -> None:
     """Append one ``image_process`` event per upload (round-robin over the partitions) and wait for the acks."""
     await create_topics(settings)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=True, acks="all", linger_ms=5
-    )
+    producer = AIOKafkaProducer(**kafka_connection(settings), enable_idempotence=True, acks="all", linger_ms=5)
     await producer.start()
     try:
         with quiet_aiokafka():

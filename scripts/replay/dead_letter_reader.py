@@ -22,6 +22,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from core.clients import running
+from core.kafka_connection import kafka_connection
+from core.settings import Settings
 from core.topics import topic_partitions
 from schemas import (
     DEAD_LETTER_PREFIX,
@@ -154,9 +156,9 @@ def copy_headers(record: ConsumerRecord, group: str, dlq_topic: str) -> list[tup
     ]
 
 
-async def committed_offsets(bootstrap_servers: str, group: str, topic: str) -> dict[int, Committed]:
+async def committed_offsets(settings: Settings, group: str, topic: str) -> dict[int, Committed]:
     """The group's commits on ``topic``, by partition (none for partitions never committed)."""
-    async with running(AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)) as admin:
+    async with running(AIOKafkaAdminClient(**kafka_connection(settings))) as admin:
         deadline_s = time.monotonic() + COORDINATOR_WAIT_S
         while True:
             try:
@@ -210,7 +212,7 @@ async def read_range(
 
 
 async def earlier_redrives(
-    bootstrap_servers: str,
+    settings: Settings,
     main_topic: str,
     committed: Mapping[int, Committed],
     start: Mapping[TopicPartition, int],
@@ -230,7 +232,7 @@ async def earlier_redrives(
     main_partitions = {m for scan_from in scan_froms.values() for m in scan_from}
     scan_from = {m: min(s.get(m, 0) for s in scan_froms.values()) for m in main_partitions}
     start_by_partition = {tp.partition: offset for tp, offset in start.items()}
-    found = await _copies_on(bootstrap_servers, main_topic, scan_from, group=group, dlq_topic=dlq_topic)
+    found = await _copies_on(settings, main_topic, scan_from, group=group, dlq_topic=dlq_topic)
     return {
         (partition, offset): copy
         for (partition, offset), copy in found.items()
@@ -239,13 +241,13 @@ async def earlier_redrives(
 
 
 async def _copies_on(
-    bootstrap_servers: str, main_topic: str, scan_from: Mapping[int, int], *, group: str, dlq_topic: str
+    settings: Settings, main_topic: str, scan_from: Mapping[int, int], *, group: str, dlq_topic: str
 ) -> dict[tuple[int, int], MainPosition]:
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers, enable_auto_commit=False, isolation_level="read_committed"
+        **kafka_connection(settings), enable_auto_commit=False, isolation_level="read_committed"
     )
     async with running(consumer):
-        partitions = await topic_partitions(bootstrap_servers, main_topic)
+        partitions = await topic_partitions(settings, main_topic)
         consumer.assign(partitions)
         beginning = await consumer.beginning_offsets(partitions)
         end = await consumer.end_offsets(partitions)

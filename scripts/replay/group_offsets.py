@@ -22,6 +22,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from core.clients import running
+from core.kafka_connection import kafka_connection
+from core.settings import Settings
 from scripts.replay.reset_plan import ResetError
 
 logger = logging.getLogger(__name__)
@@ -72,8 +74,8 @@ class GroupNotEmptyError(ResetError):
 class GroupOffsets:
     """One group's offsets and the logs they point into, for the lifetime of an ``async with`` block."""
 
-    def __init__(self, bootstrap_servers: str, group: str, *, timeout_s: float) -> None:
-        self.bootstrap_servers = bootstrap_servers
+    def __init__(self, settings: Settings, group: str, *, timeout_s: float) -> None:
+        self.settings = settings
         self.group = group
         self.timeout_s = timeout_s
         # Made on entering, each once the previous one started: a client never started is never left open.
@@ -83,11 +85,11 @@ class GroupOffsets:
 
     async def __aenter__(self) -> Self:
         request_timeout_ms = int(self.timeout_s * 1000)
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers, request_timeout_ms=request_timeout_ms)
+        admin = AIOKafkaAdminClient(**kafka_connection(self.settings), request_timeout_ms=request_timeout_ms)
         async with self._deadline("connecting"):
             self._admin = await self._clients.enter_async_context(running(admin))
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=self.bootstrap_servers,
+                **kafka_connection(self.settings),
                 enable_auto_commit=False,
                 request_timeout_ms=request_timeout_ms,
                 client_id="image-replay-reader",
@@ -102,7 +104,7 @@ class GroupOffsets:
         await self._clients.aclose()
 
     def _deadline(self, what: str) -> _Deadline:
-        return _Deadline(self.timeout_s, f"{what} (Kafka at {self.bootstrap_servers})")
+        return _Deadline(self.timeout_s, f"{what} (Kafka at {self.settings.kafka_bootstrap_servers})")
 
     async def describe_group(self) -> GroupState:
         # One group per request: aiokafka 0.14 misreads a DescribeGroups response that holds several.
@@ -212,7 +214,7 @@ class GroupOffsets:
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         """Commit ``offsets`` as the group's; GroupNotEmptyError if the broker refuses because members joined."""
         committer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers,
+            **kafka_connection(self.settings),
             group_id=self.group,
             enable_auto_commit=False,
             client_id="image-replay-reset",

@@ -123,7 +123,7 @@ async def _reset(settings: Settings, args: argparse.Namespace) -> int:
     if args.reprocess and not args.execute:
         print(f"{PROG}: dry run: --reprocess takes effect only with --execute", file=sys.stderr)
     group = args.group or settings.consumer_group
-    async with GroupOffsets(settings.kafka_bootstrap_servers, group, timeout_s=args.timeout) as kafka:
+    async with GroupOffsets(settings, group, timeout_s=args.timeout) as kafka:
         await _ensure_inactive(kafka, args.wait_for_empty)
         committed = await kafka.committed_offsets()
         partitions = await _partitions_in_scope(kafka, args, spec, committed)

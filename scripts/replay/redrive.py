@@ -35,6 +35,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import KafkaError
 
 from core.clients import one_line, running
+from core.kafka_connection import kafka_connection
 from core.settings import Settings
 from core.topics import TopicMissing, topic_partitions
 from schemas import ErrorCode
@@ -199,20 +200,19 @@ async def redrive(
     metadata once, so even the first batch is covered.
     """
     group = options.progress_group(settings)
-    bootstrap = settings.kafka_bootstrap_servers
     report = Report(dry_run=not options.execute, group=group)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **kafka_connection(settings),
         group_id=group if options.execute else None,
         enable_auto_commit=False,
         isolation_level="read_committed",
     )
     async with contextlib.AsyncExitStack() as clients:
         await clients.enter_async_context(running(consumer))
-        dlq_partitions = await topic_partitions(bootstrap, settings.dlq_topic)
-        main_partitions = await topic_partitions(bootstrap, settings.images_topic)
+        dlq_partitions = await topic_partitions(settings, settings.dlq_topic)
+        main_partitions = await topic_partitions(settings, settings.images_topic)
         consumer.assign(dlq_partitions)  # never subscribe: the group stays Empty, so the broker takes our commits
-        committed = await committed_offsets(bootstrap, group, settings.dlq_topic)
+        committed = await committed_offsets(settings, group, settings.dlq_topic)
         beginning = await consumer.beginning_offsets(dlq_partitions)
         end = await consumer.end_offsets(dlq_partitions)
         start = {
@@ -220,7 +220,7 @@ async def redrive(
             for tp in dlq_partitions
         }
         earlier = await earlier_redrives(
-            bootstrap, settings.images_topic, committed, start, group=group, dlq_topic=settings.dlq_topic
+            settings, settings.images_topic, committed, start, group=group, dlq_topic=settings.dlq_topic
         )
         next_offset = {tp.partition: offset for tp, offset in start.items()}
         blocked: set[int] = set()  # partitions whose committable prefix ended at a dead letter left in place
@@ -239,7 +239,7 @@ async def redrive(
 
         producer = None  # a dry run publishes nothing, so it opens no producer
         if options.execute:
-            producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
+            producer = AIOKafkaProducer(**kafka_connection(settings), enable_idempotence=True, acks="all")
             await clients.enter_async_context(running(producer, stop_timeout_s=STOP_TIMEOUT_S))
             await commit()  # covers the first batch: see the docstring
         selection = _Selection(options, earlier)

@@ -160,7 +160,7 @@ async def count_figures(
     status = {image_id: value for image_id, value in rows}
     done = sum(1 for image_id in accepted if status.get(image_id) == JobStatus.DONE.value)
     failed = sum(1 for image_id in accepted if status.get(image_id) == JobStatus.FAILED.value)
-    dead = await read_topic(settings.kafka_bootstrap_servers, settings.dlq_topic)
+    dead = await read_topic(settings, settings.dlq_topic)
     return Figures(
         accepted=len(accepted),
         done=done,

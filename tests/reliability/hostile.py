@@ -65,7 +65,7 @@ class EnvWorkerProcess(WorkerProcess):
 async def dead_letters(settings: Settings) -> list[ConsumerRecord]:
     """Every record on the DLQ (none if the topic does not exist yet)."""
     try:
-        return await read_topic(settings.kafka_bootstrap_servers, settings.dlq_topic)
+        return await read_topic(settings, settings.dlq_topic)
     except TopicMissing:
         return []
 

@@ -189,9 +189,7 @@ async def test_poison_stays_uncommitted_while_the_dlq_refuses_it(
     poison: Record = (b"poison-" + uuid.uuid4().hex.encode(), b"\x00 not an event")
     half = len(good) // 2
     await produce(settings, [*map(as_record, good[:half]), poison, *map(as_record, good[half:])])
-    [poison_record] = [
-        r for r in await read_topic(settings.kafka_bootstrap_servers, settings.images_topic) if r.key == poison[0]
-    ]
+    [poison_record] = [r for r in await read_topic(settings, settings.images_topic) if r.key == poison[0]]
 
     await create_job_schema(settings)
     worker = start_worker(settings)

@@ -96,7 +96,7 @@ async def test_kill_9_churn_loses_nothing_and_records_nothing_twice(
     assert load_running_at_last_kill, f"every kill must land under load: {line}"
     assert result.statuses == {202: events}, line
     # The offsets count transaction markers too; the records a worker can see are exactly the accepted events.
-    on_topic = await read_topic(settings.kafka_bootstrap_servers, settings.images_topic, committed_only=True)
+    on_topic = await read_topic(settings, settings.images_topic, committed_only=True)
     assert len(on_topic) == events, f"{end=}: {line}"
     assert committed == end, f"{committed=} {end=}: {line}"
     assert figures.lost == 0, line

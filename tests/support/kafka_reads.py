@@ -6,17 +6,19 @@ import asyncio
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
+from core.kafka_connection import kafka_connection
+from core.settings import Settings
 from core.topics import topic_partitions
 
 
 async def read_topic(
-    bootstrap_servers: str, topic: str, *, timeout_s: float = 20.0, committed_only: bool = False
+    settings: Settings, topic: str, *, timeout_s: float = 20.0, committed_only: bool = False
 ) -> list[ConsumerRecord]:
     """Every record on ``topic`` from the beginning to the end offsets as of the call, in partition order;
     with ``committed_only``, as workers see it (``read_committed``: no record of an open or aborted transaction)."""
-    partitions = await topic_partitions(bootstrap_servers, topic)
+    partitions = await topic_partitions(settings, topic)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap_servers,
+        **kafka_connection(settings),
         enable_auto_commit=False,
         isolation_level="read_committed" if committed_only else "read_uncommitted",
     )
@@ -36,5 +38,5 @@ async def read_topic(
         await consumer.stop()
 
 
-async def partition_count(bootstrap_servers: str, topic: str) -> int:
-    return len(await topic_partitions(bootstrap_servers, topic))
+async def partition_count(settings: Settings, topic: str) -> int:
+    return len(await topic_partitions(settings, topic))

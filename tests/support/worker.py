@@ -17,6 +17,7 @@ from consumer.handler import JobHandler
 from consumer.worker import Worker
 from core.blobs import BlobStore
 from core.jobs import JobStatus, JobStore
+from core.kafka_connection import kafka_connection
 from core.settings import Settings
 from core.tables import jobs_table, processed_events_table
 from core.topics import ensure_topics, topic_partitions
@@ -27,7 +28,7 @@ from tests.support.events import Record, url_event
 async def produce(settings: Settings, records: Iterable[Record]) -> None:
     """Append records in order (one producer, so records of one key keep their order) and wait for the acks."""
     await ensure_topics(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=True)
+    producer = AIOKafkaProducer(**kafka_connection(settings), enable_idempotence=True)
     await producer.start()
     try:
         acks = []
@@ -62,14 +63,14 @@ async def count_processed(jobs: JobStore) -> int:
 
 
 async def committed_and_end_offsets(settings: Settings) -> tuple[dict[int, int], dict[int, int]]:
-    partitions = await topic_partitions(settings.kafka_bootstrap_servers, settings.images_topic)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    partitions = await topic_partitions(settings, settings.images_topic)
+    admin = AIOKafkaAdminClient(**kafka_connection(settings))
     await admin.start()
     try:
         committed = await admin.list_consumer_group_offsets(settings.consumer_group)
     finally:
         await admin.close()
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    consumer = AIOKafkaConsumer(**kafka_connection(settings))
     await consumer.start()
     try:
         end = await consumer.end_offsets(partitions)
@@ -113,7 +114,7 @@ def partitions_of(settings: Settings) -> list[TopicPartition]:
 
 async def create_topic_with_configs(settings: Settings, name: str, configs: dict[str, str]) -> None:
     """Create ``name`` with the settings' partitions and replication and the given topic configs."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_connection(settings))
     await admin.start()
     try:
         topic = NewTopic(name, settings.topic_partitions, settings.topic_replication_factor, topic_configs=configs)
@@ -124,7 +125,7 @@ async def create_topic_with_configs(settings: Settings, name: str, configs: dict
 
 
 async def alter_topic_configs(settings: Settings, name: str, configs: dict[str, str]) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    admin = AIOKafkaAdminClient(**kafka_connection(settings))
     await admin.start()
     try:
         await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, configs=configs)])
