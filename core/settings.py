@@ -220,7 +220,7 @@ def kafka_security_problems(settings: Settings) -> list[str]:
             for name in ("KAFKA_SSL_KEYFILE", "KAFKA_SSL_KEY_PASSWORD")
             if tls[name] is not None
         ]
-    else:
+    if uses_tls and not problems:
         problems += _unloadable_tls_files(settings)
     return problems
 
@@ -228,22 +228,18 @@ def kafka_security_problems(settings: Settings) -> list[str]:
 def _unloadable_tls_files(settings: Settings) -> list[str]:
     """Load the TLS files once at start-up, so a wrong file or key password is named now, not as "Kafka is down"."""
     context = ssl.create_default_context()
-    if settings.kafka_ssl_cafile is not None:
-        try:
+    try:
+        if settings.kafka_ssl_cafile is not None:
             context.load_verify_locations(cafile=settings.kafka_ssl_cafile)
-        except (ssl.SSLError, OSError, ValueError) as exc:
-            return [f"KAFKA_SSL_CAFILE: cannot load {settings.kafka_ssl_cafile} as PEM certificates ({exc})"]
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        return [f"KAFKA_SSL_CAFILE: cannot load {settings.kafka_ssl_cafile} as PEM certificates ({exc})"]
     key_password = settings.kafka_ssl_key_password
     try:
-        context.load_cert_chain(
-            settings.kafka_ssl_certfile,  # type: ignore[arg-type]  # checked by the caller
-            settings.kafka_ssl_keyfile,
-            key_password.get_secret_value() if key_password else None,
-        )
+        if settings.kafka_ssl_certfile is not None:
+            password = key_password.get_secret_value() if key_password else None
+            context.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile, password)
     except (ssl.SSLError, OSError, ValueError) as exc:
-        return [
-            f"KAFKA_SSL_CERTFILE, KAFKA_SSL_KEYFILE, KAFKA_SSL_KEY_PASSWORD: cannot load the client key pair ({exc})"
-        ]
+        return [f"KAFKA_SSL_CERTFILE, KAFKA_SSL_KEYFILE, KAFKA_SSL_KEY_PASSWORD: cannot load the key pair ({exc})"]
     return []
 
 

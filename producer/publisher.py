@@ -43,6 +43,9 @@ ProducerFactory = Callable[[Settings, str], AIOKafkaProducer]
 PRODUCERS = 3  # transactions in flight at once
 MAX_EVENTS_PER_TRANSACTION = 500
 DROP_TIMEOUT_S = 5.0
+# Transactional ids are <prefix><host>-<pid>-<n>: one per producer, so a restarted API fences its own leftovers;
+# a broker with ACLs grants the API Write on this prefix.
+TRANSACTIONAL_ID_PREFIX = "image-api-"
 # How long past a request's deadline its answer may wait for the commit it is in (one coordinator round trip once
 # the events are acked), rather than answering 503 for an event that may yet commit.
 COMMIT_GRACE_S = 1.0
@@ -93,7 +96,7 @@ class EventPublisher:
     def __init__(self, settings: Settings, producer_factory: ProducerFactory = transactional_producer) -> None:
         self._settings = settings
         self._producer_factory = producer_factory
-        self._id_prefix = f"image-api-{socket.gethostname()}-{os.getpid()}"
+        self._id_prefix = f"{TRANSACTIONAL_ID_PREFIX}{socket.gethostname()}-{os.getpid()}"
         self._producers: list[AIOKafkaProducer | None] = [None] * PRODUCERS
         self._connecting = [asyncio.Lock() for _ in range(PRODUCERS)]
         self._waiting: collections.deque[_Request] = collections.deque()

@@ -21,8 +21,8 @@ from core.addresses import literal_ip, literal_ip_blocked
 from core.blobs import BlobStore
 from core.jobs import Job, JobStatus, JobStore
 from core.settings import Settings
-from core.topics import TopicMissing
 from core.tables import jobs_table
+from core.topics import TopicMissing
 from producer.app import create_app
 from producer.intake import JobIntake
 from schemas import BlobSource, UrlSource, decode_event

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from scripts.arguments import positive_int
+from scripts.kafka.acls import PipelineNames, grant, pipeline_acls
 from scripts.kafka.local import (
     DEFAULT_START_TIMEOUT_S,
     DEFAULT_STOP_TIMEOUT_S,
@@ -26,6 +27,7 @@ from scripts.kafka.local import (
     run_kafka_tool,
     stop_data_dir,
 )
+from scripts.kafka.security import SecureListener
 from scripts.kafka.support import DEFAULT_KAFKA_VERSION
 
 TOOL_ALIASES = {
@@ -33,7 +35,9 @@ TOOL_ALIASES = {
     "consumer-groups": "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
     "console-consumer": "org.apache.kafka.tools.consumer.ConsoleConsumer",
     "console-producer": "org.apache.kafka.tools.ConsoleProducer",
+    "acls": "org.apache.kafka.tools.AclCommand",
 }
+SECURITY_DIR = "security"
 
 
 def _raise_interrupt(_signum: int, _frame: object) -> None:
@@ -45,6 +49,16 @@ def _cmd_start(args: argparse.Namespace) -> int:
     if bad:
         raise KafkaLocalError(f"--set expects KEY=VALUE, got {bad[0]!r}")
     overrides: dict[str, PropertyValue] = dict(kv.split("=", 1) for kv in args.set)
+    data_dir = Path(args.data_dir).resolve()
+    secured_before = SecureListener.load(data_dir / SECURITY_DIR) is not None
+    if any(data_dir.glob("node-*/kraft-logs/meta.properties")) and args.secure != secured_before:
+        made = "with" if secured_before else "without"
+        raise KafkaLocalError(
+            f"the data in {data_dir} was made {made} --secure: start it so again, or use another --data-dir"
+        )
+    listener = None
+    if args.secure:
+        listener = SecureListener.prepare(data_dir / SECURITY_DIR, PipelineNames().users, host=args.host)
     cluster = KafkaCluster(
         args.data_dir,
         args.brokers,
@@ -52,6 +66,8 @@ def _cmd_start(args: argparse.Namespace) -> int:
         properties=overrides,
         heap=args.heap,
         version=args.kafka_version,
+        host=args.host,
+        security=listener,
     )
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill PID` stops as cleanly as Ctrl-C
     try:
@@ -72,6 +88,8 @@ def _serve(cluster: KafkaCluster, *, detach: bool, timeout_s: float) -> int:
         f"{cluster.data_dir}); bootstrap servers: {cluster.bootstrap_servers}",
         flush=True,
     )
+    if (listener := cluster.nodes[0].security) is not None:
+        _secure_pipeline(cluster, listener)
     if detach:
         cluster.detach()
         print(f"detached; stop with: image-kafka stop --data-dir {cluster.data_dir}")
@@ -85,14 +103,25 @@ def _serve(cluster: KafkaCluster, *, detach: bool, timeout_s: float) -> int:
     return 1
 
 
+def _secure_pipeline(cluster: KafkaCluster, listener: SecureListener) -> None:
+    """Grant the pipeline's ACLs and say how each service logs in."""
+    first = cluster.nodes[0]
+    grant(first.host, first.port, listener, pipeline_acls(PipelineNames()))
+    print(f"SASL_SSL only, ACLs on; CA certificate: {listener.ca_file}")
+    for user, path in listener.write_environment_files(cluster.bootstrap_servers).items():
+        print(f"  {user}: set -a; . {path}; set +a")
+    print(f"  Kafka's tools: --command-config {listener.tool_config()}", flush=True)
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     root, up = Path(args.data_dir).resolve(), 0
     configs = sorted(root.glob("node-*/server.properties"))
+    listener = SecureListener.load(root / SECURITY_DIR)
     for cfg in configs:
         props = dict(ln.split("=", 1) for ln in cfg.read_text().splitlines() if "=" in ln)
         address = props["advertised.listeners"].split("//", 1)[1]
         host, port = address.rsplit(":", 1)
-        ids = broker_ids(host, int(port))
+        ids = broker_ids(host, int(port), **listener.probe_login() if listener else {})
         state = f"answering, live brokers {sorted(ids)}" if ids is not None else "not answering"
         up += ids is not None
         print(f"node {props['node.id']} at {address}: {state}")
@@ -124,6 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 9092, controller 9093; 0 picks free ports)",
     )
     start.add_argument("--data-dir", default="./.kafka-data", help="default ./.kafka-data")
+    start.add_argument("--host", default="127.0.0.1", help="address to listen on and advertise (default 127.0.0.1)")
+    start.add_argument(
+        "--secure",
+        action="store_true",
+        help="SASL_SSL only (a CA made at start, SCRAM logins) with ACLs for the image-api, image-worker and "
+        "image-replay users; prints where each one's settings are",
+    )
     start.add_argument("--brokers", type=positive_int, default=1, help="number of nodes (default 1)")
     start.add_argument("--detach", action="store_true", help="return once ready, leave running")
     start.add_argument("--heap", default="512m", help="JVM heap per node (default 512m)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import os
 import signal
 import subprocess
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from scripts.kafka.security import SecureListener
 from scripts.kafka.support import (
     RESOURCE_DIR,
     KafkaLocalError,
@@ -88,9 +90,10 @@ class KafkaNode:
         jvm_args: Sequence[str] = (),
         version: str | None = None,
         java: str | None = None,
+        security: SecureListener | None = None,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
-        self.node_id, self.host, self.heap = node_id, host, heap
+        self.node_id, self.host, self.heap, self.security = node_id, host, heap, security
         picked = iter(free_ports(2, host) if not (port and controller_port) else [])
         self.port = port or next(picked)
         self.controller_port = controller_port or next(picked)
@@ -182,13 +185,18 @@ class KafkaNode:
             "broker.heartbeat.interval.ms": 500,
             "broker.session.timeout.ms": 3000,
         }
+        if self.security:
+            props.update(self.security.broker_properties(self.port, self.controller_port))
         props.update(self.overrides)
         return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in props.items()}
 
     def write_config(self) -> Path:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         lines = [f"{k}={v.replace(chr(92), chr(92) * 2)}" for k, v in self.properties().items()]
-        self.config_path.write_text("# written by scripts/kafka/local.py\n" + "\n".join(lines) + "\n", encoding="utf-8")
+        # Private: a secured node's properties hold its passwords.
+        descriptor = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as config:
+            config.write("# written by scripts/kafka/local.py\n" + "\n".join(lines) + "\n")
         return self.config_path
 
     def format_storage(self) -> None:
@@ -197,10 +205,11 @@ class KafkaNode:
         if self.is_formatted:
             return
         log.info("formatting node %s storage in %s", self.node_id, self.log_dir)
+        scram_users = self.security.format_arguments() if self.security else []
         # Static controller.quorum.voters: no --standalone (4.1.1 rejects it in that mode).
         run_kafka_tool(
             "kafka.tools.StorageTool",
-            ["format", "-t", self.cluster_id, "-c", str(self.config_path)],
+            ["format", "-t", self.cluster_id, "-c", str(self.config_path), *scram_users],
             version=self.version,
             tools=False,
             java=self.java,
@@ -260,7 +269,7 @@ class KafkaNode:
                     f"Kafka node {self.node_id} exited with code {code} during startup (logs in {self.data_dir})",
                     self.log_tail(),
                 )
-            ids = broker_ids(self.host, self.port, timeout_s=1.0)
+            ids = self.live_brokers(timeout_s=1.0)
             if ids is not None and wanted <= set(ids):
                 return
             if time.monotonic() >= deadline:
@@ -269,6 +278,10 @@ class KafkaNode:
                     self.log_tail(),
                 )
             time.sleep(_POLL_INTERVAL_S)
+
+    def live_brokers(self, timeout_s: float = 2.0) -> list[int] | None:
+        """The live brokers this node reports (logging in as the admin if secured), or None if it does not answer."""
+        return broker_ids(self.host, self.port, timeout_s, **self.security.probe_login() if self.security else {})
 
     def start(self, timeout_s: float = DEFAULT_START_TIMEOUT_S) -> Self:
         """Format if needed, start, and wait until the broker answers; kill it if it never does."""
@@ -353,6 +366,7 @@ class KafkaCluster:
         jvm_args: Sequence[str] = (),
         version: str | None = None,
         java: str | None = None,
+        security: SecureListener | None = None,
     ) -> None:
         if size < 1:
             raise ValueError("a cluster needs at least one node")
@@ -384,6 +398,7 @@ class KafkaCluster:
                 jvm_args=jvm_args,
                 version=version,
                 java=java,
+                security=security,
             )
             for i in range(size)
         ]

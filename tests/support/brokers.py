@@ -10,10 +10,15 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from scripts.kafka.local import KafkaNode
+from core.settings import Settings
+from scripts.kafka.acls import PipelineNames
+from scripts.kafka.local import KafkaNode, stop_data_dir
+from scripts.kafka.security import SecureListener
 
 TESTCONTAINERS_IMAGE = "confluentinc/cp-kafka:7.9.0"
 
@@ -42,3 +47,49 @@ def session_broker(data_dir: Path) -> Iterator[str]:
     else:
         with KafkaNode(data_dir) as node:
             yield node.bootstrap_servers
+
+
+# Kafka's unsecured OAUTHBEARER validator: it takes any unsigned token, so only a test broker turns it on, to prove
+# that the clients' token login works.
+UNSECURED_OAUTHBEARER = {
+    "sasl.enabled.mechanisms": "SCRAM-SHA-512,SCRAM-SHA-256,PLAIN,OAUTHBEARER",
+    "listener.name.sasl_ssl.oauthbearer.sasl.jaas.config": (
+        "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required;"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class SecuredBroker:
+    """The launcher's ``--secure`` broker: SASL_SSL only, with the pipeline's ACLs for its users."""
+
+    data_dir: Path
+    bootstrap_servers: str
+    listener: SecureListener
+    names: PipelineNames
+
+    def login(self, user: str, settings: Settings) -> Settings:
+        """``settings`` made to reach this broker as ``user`` (SCRAM-SHA-512 over TLS, the launcher's CA)."""
+        variables = self.listener.client_environment(user, self.bootstrap_servers)
+        return Settings.model_validate({**settings.model_dump(), **{k.lower(): v for k, v in variables.items()}})
+
+
+@contextlib.contextmanager
+def secured_broker(data_dir: Path) -> Iterator[SecuredBroker]:
+    """``image-kafka start --secure --detach`` for the ``with`` block: the launcher always, as only it makes the
+    users and ACLs the tests log in with."""
+    overrides = [arg for setting in UNSECURED_OAUTHBEARER.items() for arg in ("--set", "=".join(setting))]
+    command = [str(Path(sys.executable).parent / "image-kafka"), "start", "--secure", "--detach", "--port", "0"]
+    started = subprocess.run(
+        [*command, "--data-dir", str(data_dir), *overrides], capture_output=True, text=True, timeout=180, check=False
+    )
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        listener = SecureListener.load(data_dir / "security")
+        assert listener is not None
+        names = PipelineNames()
+        environment = (listener.directory / f"{names.worker_user}.env").read_text(encoding="utf-8")
+        bootstrap = dict(line.split("=", 1) for line in environment.splitlines())["KAFKA_BOOTSTRAP_SERVERS"]
+        yield SecuredBroker(data_dir, bootstrap, listener, names)
+    finally:
+        stop_data_dir(data_dir)
