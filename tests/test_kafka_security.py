@@ -31,7 +31,7 @@ from core.topics import ensure_topics, topic_partitions
 from scripts.kafka.cli import main as kafka_cli
 from scripts.replay.group_offsets import GroupOffsets
 from tests.reliability.harness import free_port, wait_until_ready
-from tests.support.brokers import SecuredBroker, secured_broker
+from tests.support.brokers import SecuredBroker, client_certificate, secured_broker
 from tests.support.image_server import ImageServer
 from tests.support.processes import ApiProcess, WorkerProcess
 from tests.support.settings import worker_test_settings
@@ -174,6 +174,23 @@ async def test_every_supported_login_mechanism_reaches_the_broker(
     settings = Settings.model_validate({**settings.model_dump(), **update})
     await ensure_topics(settings)
     assert await topic_partitions(settings, secured.names.dlq_topic)
+
+
+async def test_a_client_certificate_from_the_ca_is_taken_and_one_from_elsewhere_refused(
+    secured: SecuredBroker, tmp_path: Path
+) -> None:
+    settings = logged_in(secured, secured.names.worker_user, tmp_path)
+    ours, stranger = (
+        client_certificate(secured.listener, tmp_path, name, from_the_ca=from_the_ca)
+        for name, from_the_ca in (("image-worker", True), ("stranger", False))
+    )
+    with_ours, with_stranger = (
+        Settings.model_validate({**settings.model_dump(), "kafka_ssl_certfile": certificate})
+        for certificate in (ours, stranger)
+    )
+    assert await topic_partitions(with_ours, secured.names.images_topic)
+    with pytest.raises(KafkaConnectionError):  # the broker checked the certificate the client showed
+        await topic_partitions(with_stranger, secured.names.images_topic)
 
 
 async def test_a_wrong_password_or_no_tls_does_not_get_in(secured: SecuredBroker, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ broker comes back with the same ones. Stdlib only, like the rest of the launcher
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import os
@@ -30,14 +31,16 @@ SCRAM_ITERATIONS = 8192
 CERTIFICATE_DAYS = 365
 _STATE_FILE = "logins.json"
 _KEYTOOL_TIMEOUT_S = 60.0
+_VALIDITY = ("-validity", str(CERTIFICATE_DAYS))
 _QUICK_JVM = ["-J-XX:TieredStopAtLevel=1", "-J-XX:+UseSerialGC"]  # keytool runs for a moment: start it fast
 _PLAIN_LOGIN = "org.apache.kafka.common.security.plain.PlainLoginModule"
 _SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule"
 
 
-def _keytool(java: str | None) -> str:
+@functools.cache
+def _keytool() -> str:
     """The ``keytool`` next to the ``java`` the launcher runs, so both come from one JDK."""
-    candidate = Path(find_java(java)).resolve().parent / "keytool"
+    candidate = Path(find_java()).resolve().parent / "keytool"
     found = str(candidate) if candidate.is_file() else shutil.which("keytool")
     if not found:
         raise KafkaLocalError("keytool not found: install a full JDK (the JRE alone has none)")
@@ -63,7 +66,7 @@ class SecureListener:
         return cls(directory.resolve(), state["passwords"], state["store_password"], state["host"])
 
     @classmethod
-    def prepare(cls, directory: Path, users: Iterable[str], *, host: str, java: str | None = None) -> SecureListener:
+    def prepare(cls, directory: Path, users: Iterable[str], *, host: str) -> SecureListener:
         """Load the material in ``directory``, or make a CA, a broker certificate and passwords for ``users``."""
         directory = directory.resolve()
         if (listener := cls.load(directory)) is not None:
@@ -75,7 +78,7 @@ class SecureListener:
         directory.chmod(0o700)
         passwords = {user: secrets.token_urlsafe(18) for user in {ADMIN_USER, *users}}
         listener = cls(directory, passwords, secrets.token_urlsafe(18), host)
-        listener._make_certificates(_keytool(java))
+        listener._make_certificates()
         state = {"passwords": passwords, "store_password": listener.store_password, "host": host}
         _write_private(directory / _STATE_FILE, json.dumps(state))
         return listener
@@ -93,30 +96,35 @@ class SecureListener:
     def truststore(self) -> Path:
         return self.directory / "truststore.p12"
 
-    def _make_certificates(self, keytool: str) -> None:
-        ca_store, request, signed = (self.directory / name for name in ("ca.p12", "broker.csr", "broker.pem"))
-        san = ",".join(_alternative_name(name) for name in sorted({"localhost", self.host}))
-        new_key = ("-keyalg", "EC", "-groupname", "secp256r1", "-validity", str(CERTIFICATE_DAYS))
+    @property
+    def ca_store(self) -> Path:
+        """The CA's key and certificate (PKCS12): what signs the broker's certificate and clients' ones."""
+        return self.directory / "ca.p12"
 
-        def run(store: Path, *arguments: str | Path) -> None:
-            command = [keytool, *_QUICK_JVM, *map(str, arguments), "-keystore", str(store), "-storetype", "PKCS12"]
-            done = subprocess.run(
-                [*command, "-storepass", self.store_password],
-                capture_output=True,
-                text=True,
-                timeout=_KEYTOOL_TIMEOUT_S,
-                check=False,
-            )
-            if done.returncode != 0:
-                raise KafkaLocalError(f"keytool {arguments[0]} failed", (done.stdout + done.stderr).strip())
+    def keytool(self, store: Path, *arguments: str | Path) -> None:
+        """Run ``keytool`` on the PKCS12 ``store`` (locked with the listener's store password)."""
+        command = [_keytool(), *_QUICK_JVM, *map(str, arguments), "-keystore", str(store), "-storetype", "PKCS12"]
+        done = subprocess.run(
+            [*command, "-storepass", self.store_password],
+            capture_output=True,
+            text=True,
+            timeout=_KEYTOOL_TIMEOUT_S,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise KafkaLocalError(f"keytool {arguments[0]} failed", (done.stdout + done.stderr).strip())
 
-        run(ca_store, "-genkeypair", "-alias", "ca", "-dname", "CN=image-pipeline local CA", "-ext", "bc:c", *new_key)
-        run(ca_store, "-exportcert", "-rfc", "-alias", "ca", "-file", self.ca_file)
-        run(self.keystore, "-genkeypair", "-alias", "broker", "-dname", f"CN={self.host}", *new_key)
-        run(self.keystore, "-certreq", "-alias", "broker", "-file", request)
-        extensions = ("-ext", f"SAN={san}", "-ext", "EKU=serverAuth,clientAuth")
-        run(
-            ca_store,
+    def new_key(self, store: Path, alias: str, subject: str, *extensions: str) -> None:
+        """A fresh EC key pair named ``alias`` in ``store``, self-signed until :meth:`sign`."""
+        curve = ("-keyalg", "EC", "-groupname", "secp256r1")
+        self.keytool(store, "-genkeypair", "-alias", alias, "-dname", subject, *curve, *extensions, *_VALIDITY)
+
+    def sign(self, store: Path, alias: str, *extensions: str) -> None:
+        """Have the CA certify the key ``alias`` in ``store``, with the CA's certificate next to it as its chain."""
+        request, signed = store.with_suffix(".csr"), store.with_suffix(".crt")
+        self.keytool(store, "-certreq", "-alias", alias, "-file", request)
+        self.keytool(
+            self.ca_store,
             "-gencert",
             "-rfc",
             "-alias",
@@ -126,12 +134,20 @@ class SecureListener:
             "-outfile",
             signed,
             *extensions,
-            *new_key[-2:],
+            *_VALIDITY,
         )
-        run(self.keystore, "-importcert", "-noprompt", "-alias", "ca", "-file", self.ca_file)
-        run(self.keystore, "-importcert", "-alias", "broker", "-file", signed)
-        run(self.truststore, "-importcert", "-noprompt", "-alias", "ca", "-file", self.ca_file)
+        self.keytool(store, "-importcert", "-noprompt", "-alias", "ca", "-file", self.ca_file)
+        self.keytool(store, "-importcert", "-alias", alias, "-file", signed)
         request.unlink()
+        signed.unlink()
+
+    def _make_certificates(self) -> None:
+        self.new_key(self.ca_store, "ca", "CN=image-pipeline local CA", "-ext", "bc:c")
+        self.keytool(self.ca_store, "-exportcert", "-rfc", "-alias", "ca", "-file", self.ca_file)
+        self.new_key(self.keystore, "broker", f"CN={self.host}")
+        san = ",".join(_alternative_name(name) for name in sorted({"localhost", self.host}))
+        self.sign(self.keystore, "broker", "-ext", f"SAN={san}", "-ext", "EKU=serverAuth,clientAuth")
+        self.keytool(self.truststore, "-importcert", "-noprompt", "-alias", "ca", "-file", self.ca_file)
 
     def broker_properties(self, port: int, controller_port: int) -> dict[str, str]:
         """The listeners, TLS, SASL and authorizer settings of ``server.properties``."""
@@ -157,6 +173,8 @@ class SecureListener:
                 f"listener.name.sasl_ssl.{mechanism.lower()}.sasl.jaas.config": f"{_SCRAM_LOGIN} required;"
                 for mechanism in SCRAM_MECHANISMS
             },
+            # Clients may also show a certificate from the CA (mutual TLS); one from elsewhere is refused.
+            "listener.name.sasl_ssl.ssl.client.auth": "requested",
             "ssl.keystore.type": "PKCS12",
             "ssl.keystore.location": str(self.keystore),
             "ssl.keystore.password": self.store_password,

@@ -93,3 +93,22 @@ def secured_broker(data_dir: Path) -> Iterator[SecuredBroker]:
         yield SecuredBroker(data_dir, bootstrap, listener, names)
     finally:
         stop_data_dir(data_dir)
+
+
+def client_certificate(listener: SecureListener, directory: Path, name: str, *, from_the_ca: bool) -> Path:
+    """A PEM file with a client key and its certificate (from the listener's CA, or self-signed), for mutual TLS.
+
+    keytool makes and signs the key; ``openssl pkcs12`` writes it as PEM, the one form Python's ssl module loads.
+    """
+    store = directory / f"{name}.p12"
+    listener.new_key(store, name, f"CN={name}")
+    if from_the_ca:
+        listener.sign(store, name, "-ext", "EKU=clientAuth")
+    pem = directory / f"{name}.pem"
+    subprocess.run(
+        ["openssl", "pkcs12", "-in", store, "-passin", f"pass:{listener.store_password}", "-nodes", "-out", pem],
+        capture_output=True,
+        check=True,
+        timeout=60,
+    )
+    return pem
