@@ -44,6 +44,7 @@ class _BoundedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_bytes = 0  # what arrived since the last request's headers were complete
+        self._head_tail = b""  # its last bytes: the blank line ending a head may span two reads
         self._in_head = True
         self._deadline: asyncio.TimerHandle | None = None
         self._refused = False
@@ -60,16 +61,22 @@ class _BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._refused:
             return  # what the client still sends after the 431 is dropped unread
         if self._in_head:
-            self._head_bytes += len(data)
-            if self._head_bytes > self.max_header_bytes:
+            if self._head_bytes + len(data) > self.max_header_bytes and not self._head_ends_within(data):
                 self._refuse()
                 return
+            self._head_bytes += len(data)
+            self._head_tail = data[-3:]
             if self._deadline is None:
                 self._arm(self.header_timeout_s)
         super().data_received(data)
 
+    def _head_ends_within(self, data: bytes) -> bool:
+        """Whether the head ends within the bytes still allowed: one read often brings the head and some body."""
+        allowed = self.max_header_bytes - self._head_bytes
+        return b"\r\n\r\n" in self._head_tail + data[:allowed]
+
     def on_headers_complete(self) -> None:
-        self._in_head, self._head_bytes = False, 0
+        self._in_head, self._head_bytes, self._head_tail = False, 0, b""
         self._arm(self.body_timeout_s)
         super().on_headers_complete()
 
@@ -78,7 +85,7 @@ class _BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
-        self._in_head, self._head_bytes = True, 0  # the next request's head is counted afresh
+        self._in_head, self._head_bytes, self._head_tail = True, 0, b""  # the next request's head counts afresh
         super().on_response_complete()
 
     def _refuse(self) -> None:
