@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import time
 import uuid
 from pathlib import Path
+from typing import BinaryIO
+
+COPY_CHUNK_BYTES = 256 * 1024
 
 
 class BlobStore:
@@ -40,6 +44,10 @@ class BlobStore:
     async def put(self, key: str, data: bytes) -> None:
         await asyncio.to_thread(self._write_atomically, self.path(key), data)
 
+    async def put_file(self, key: str, source: BinaryIO) -> None:
+        """Store what ``source`` holds from its current position on, copied in chunks (never whole in memory)."""
+        await asyncio.to_thread(self._write_atomically, self.path(key), source)
+
     async def get(self, key: str) -> bytes:
         return await asyncio.to_thread(self.path(key).read_bytes)
 
@@ -66,7 +74,7 @@ class BlobStore:
         return await asyncio.to_thread(scan)
 
     @staticmethod
-    def _write_atomically(path: Path, data: bytes) -> None:
+    def _write_atomically(path: Path, data: bytes | BinaryIO) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
         # Mode 0666 less the process umask (not mkstemp's 0600): an API and workers running as different users
@@ -74,7 +82,10 @@ class BlobStore:
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
             with os.fdopen(descriptor, "wb") as file:
-                file.write(data)
+                if isinstance(data, bytes):
+                    file.write(data)
+                else:
+                    shutil.copyfileobj(data, file, COPY_CHUNK_BYTES)
                 file.flush()
                 os.fsync(file.fileno())
             os.replace(temporary, path)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from typing import Final
+from typing import BinaryIO, Final
 
 from PIL import Image, UnidentifiedImageError
 
@@ -34,12 +34,12 @@ class UnsupportedImage(ValueError):
     """The bytes are not an image of an allowed format, or the image is too large to decode safely."""
 
 
-def open_image(data: bytes) -> Image.Image:
-    """Open ``data`` lazily (header only) as an allowed format within the pixel limit."""
+def open_image(data: bytes | BinaryIO) -> Image.Image:
+    """Open ``data`` (bytes or a binary file) lazily, header only, as an allowed format within the pixel limit."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=ALLOWED_IMAGE_FORMATS)
+            image = Image.open(io.BytesIO(data) if isinstance(data, bytes) else data, formats=ALLOWED_IMAGE_FORMATS)
     except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
         raise UnsupportedImage(f"image has too many pixels: {exc}") from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:

@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     retry_after_s: int = Field(default=5, ge=1, description="Retry-After the API sends with a 503.")
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1, description="Largest accepted upload.")
     max_concurrent_uploads: int = Field(
-        default=8, ge=1, description="Uploads the API reads at once; more get 503 with Retry-After."
+        default=8, ge=1, description="Uploads the API takes at once; more get 503 with Retry-After."
     )
     max_header_bytes: int = Field(default=64 * 1024, ge=1024, description="Largest request head; more gets 431.")
     header_timeout_s: PositiveSeconds = Field(

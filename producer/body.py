@@ -1,19 +1,25 @@
 """Reading a ``POST /images`` body in either of its two forms, within a size limit.
 
 The route accepts JSON (``{"url", "filter"}``) and multipart uploads (``file``, ``filter``) on one path, so it
-reads the body itself: at most a bounded number of bytes are ever buffered, whatever the client claims in
-``Content-Length``, and every problem becomes a 422 that names the field.
+reads the body itself: at most a bounded number of bytes are ever read, whatever the client claims in
+``Content-Length``, an upload is spooled to a file rather than held in memory, and every problem becomes a 422
+that names the field.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator
 from typing import Any, NoReturn
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
-from starlette.types import Message
+from starlette.requests import ClientDisconnect
+from starlette.types import Message, Receive
 
 from core.imaging import UnsupportedImage, open_image
 from producer.deps import get_services
@@ -24,6 +30,7 @@ from schemas import FilterName
 MAX_JSON_BYTES = 16 * 1024
 MULTIPART_OVERHEAD_BYTES = 16 * 1024
 MULTIPART_FIELDS = frozenset({"file", "filter"})
+DIGEST_CHUNK_BYTES = 256 * 1024
 
 
 class UnsupportedMediaType(Exception):
@@ -44,18 +51,24 @@ def reject(field: str, message: str, error_type: str = "value_error") -> NoRetur
     raise RequestValidationError([{"type": error_type, "loc": location, "msg": message}])
 
 
-async def read_job_request(request: Request, max_upload_bytes: int) -> tuple[str | Upload, FilterName]:
-    """The job's source (URL or upload) and filter, or a 422/415 explaining what is wrong."""
+@contextlib.asynccontextmanager
+async def job_request(request: Request, max_upload_bytes: int) -> AsyncIterator[tuple[str | Upload, FilterName]]:
+    """The job's source (URL or upload) and filter for the block, or a 422/415 explaining what is wrong.
+
+    An upload is a spooled file (on disk past 1 MiB), open until the block ends: the intake copies it into the
+    store from there, so an upload is never held in memory whole.
+    """
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type == "multipart/form-data":
         services = get_services(request)
         if services.uploads.locked():
             raise UploadsBusy(f"{services.settings.max_concurrent_uploads} uploads are being read")
-        async with services.uploads:
-            return await _read_multipart(request, max_upload_bytes)
-    if media_type in ("application/json", "") or media_type.endswith("+json"):
-        return await _read_json(request)
-    raise UnsupportedMediaType(f"unsupported content type {media_type!r}; send JSON or multipart/form-data")
+        async with services.uploads, _multipart(request, max_upload_bytes) as parts:
+            yield parts
+    elif media_type in ("application/json", "") or media_type.endswith("+json"):
+        yield await _read_json(request)
+    else:
+        raise UnsupportedMediaType(f"unsupported content type {media_type!r}; send JSON or multipart/form-data")
 
 
 async def _read_json(request: Request) -> tuple[str, FilterName]:
@@ -73,14 +86,18 @@ async def _read_json(request: Request) -> tuple[str, FilterName]:
     return str(job.url), job.filter
 
 
-async def _read_multipart(request: Request, max_upload_bytes: int) -> tuple[Upload, FilterName]:
+@contextlib.asynccontextmanager
+async def _multipart(request: Request, max_upload_bytes: int) -> AsyncIterator[tuple[Upload, FilterName]]:
+    limit_bytes = max_upload_bytes + MULTIPART_OVERHEAD_BYTES
+    if _declared_length(request) > limit_bytes:
+        reject("file", f"file is larger than {max_upload_bytes} bytes", "too_large")
+    bounded = Request(request.scope, receive=_bounded_receive(request.receive, limit_bytes))
     try:
-        body = await _read_bounded(request, max_upload_bytes + MULTIPART_OVERHEAD_BYTES)
+        form = await bounded.form(max_files=1, max_fields=4)
     except _BodyTooLarge:
         reject("file", f"file is larger than {max_upload_bytes} bytes", "too_large")
-    replayed = Request(request.scope, receive=_replay(body))
-    try:
-        form = await replayed.form(max_files=1, max_fields=4)
+    except ClientDisconnect:
+        raise
     except Exception as exc:  # python-multipart and starlette raise several types for malformed bodies
         reject("", f"malformed multipart body: {exc}")
     try:
@@ -91,18 +108,35 @@ async def _read_multipart(request: Request, max_upload_bytes: int) -> tuple[Uplo
         for name in form:
             if name not in MULTIPART_FIELDS:
                 reject(name, "Extra inputs are not permitted", "extra_forbidden")
-        data = await upload.read(max_upload_bytes + 1)
+        yield await _checked_upload(upload, max_upload_bytes), image_filter
     finally:
         await form.close()
-    if len(data) > max_upload_bytes:
+
+
+async def _checked_upload(upload: UploadFile, max_upload_bytes: int) -> Upload:
+    """The upload if it is a non-empty image in an accepted format within the limits, with its digest."""
+    size = upload.size or 0
+    if size > max_upload_bytes:
         reject("file", f"file is larger than {max_upload_bytes} bytes", "too_large")
-    if not data:
+    if not size:
         reject("file", "file is empty")
+    file = upload.file
+
+    def inspect() -> str:
+        file.seek(0)
+        digest = hashlib.sha256()
+        while chunk := file.read(DIGEST_CHUNK_BYTES):
+            digest.update(chunk)
+        file.seek(0)
+        open_image(file)
+        file.seek(0)
+        return digest.hexdigest()
+
     try:
-        open_image(data)
+        sha256 = await asyncio.to_thread(inspect)
     except UnsupportedImage as exc:
         reject("file", str(exc), "unsupported_image")
-    return Upload(data), image_filter
+    return Upload(file, size, sha256)
 
 
 def _form_filter(value: Any) -> FilterName:
@@ -115,9 +149,13 @@ def _form_filter(value: Any) -> FilterName:
         reject("filter", f"Input should be one of {choices}", "enum")
 
 
-async def _read_bounded(request: Request, limit_bytes: int) -> bytes:
+def _declared_length(request: Request) -> int:
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit_bytes:
+    return int(declared) if declared.isdigit() else 0
+
+
+async def _read_bounded(request: Request, limit_bytes: int) -> bytes:
+    if _declared_length(request) > limit_bytes:
         raise _BodyTooLarge
     chunks: list[bytes] = []
     size = 0
@@ -129,14 +167,17 @@ async def _read_bounded(request: Request, limit_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-def _replay(body: bytes) -> Any:
-    sent = False
+def _bounded_receive(receive: Receive, limit_bytes: int) -> Receive:
+    """``receive`` that fails once the body passes ``limit_bytes``, whatever ``Content-Length`` claimed."""
+    received = 0
 
-    async def receive() -> Message:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
+    async def bounded() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit_bytes:
+                raise _BodyTooLarge
+        return message
 
-    return receive
+    return bounded

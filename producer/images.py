@@ -12,7 +12,7 @@ from core.jobs import Job, JobStatus
 from core.urls import redact_url
 from producer import openapi
 from producer.auth import Reader, Submitter
-from producer.body import UnsupportedMediaType, UploadsBusy, read_job_request
+from producer.body import UnsupportedMediaType, UploadsBusy, job_request
 from producer.deps import ServicesDep
 from producer.intake import IdempotencyKeyReused
 from producer.models import JobAccepted, JobSource, JobView
@@ -46,13 +46,12 @@ async def submit_image(
 ) -> JSONResponse:
     """Append an ``image_process`` event keyed by a new image id; answer once the broker acked it."""
     try:
-        source, image_filter = await read_job_request(request, services.settings.max_upload_bytes)
+        async with job_request(request, services.settings.max_upload_bytes) as (source, image_filter):
+            acceptance = await services.intake.submit(source, image_filter, idempotency_key, owner=principal.key_id)
     except UnsupportedMediaType as exc:
         return _problem(415, str(exc))
     except UploadsBusy as exc:
         return _problem(503, f"{exc}; retry in 1 s", headers={"Retry-After": "1"})
-    try:
-        acceptance = await services.intake.submit(source, image_filter, idempotency_key, owner=principal.key_id)
     except IdempotencyKeyReused as exc:
         # 409, not 422: the request is valid on its own; it conflicts with what the key already names.
         return _problem(409, str(exc))

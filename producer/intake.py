@@ -19,6 +19,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -48,13 +49,11 @@ class IdempotencyKeyReused(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Upload:
-    """An uploaded image that passed validation, still in memory."""
+    """An uploaded image that passed validation, in a spooled file the request owns (read from its start)."""
 
-    data: bytes
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.data).hexdigest()
+    file: BinaryIO
+    size_bytes: int
+    sha256: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,9 +107,9 @@ class JobIntake:
 
         if isinstance(source, Upload):
             blob_key = self._blobs.upload_key(str(image_id))
-            await self._blobs.put(blob_key, source.data)
+            await self._blobs.put_file(blob_key, source.file)
             event_source: UrlSource | BlobSource = BlobSource(
-                key=blob_key, size_bytes=len(source.data), sha256=source.sha256
+                key=blob_key, size_bytes=source.size_bytes, sha256=source.sha256
             )
         else:
             event_source = UrlSource.model_validate({"url": source})

@@ -138,3 +138,55 @@ async def _post_until(
             if wanted(answer):
                 return answer
             await asyncio.sleep(0.1)  # a client's pace between tries
+
+
+UPLOADS_AT_ONCE = 8
+UPLOAD_MIB = 9
+
+
+async def test_uploads_are_streamed_to_the_store_not_held_in_memory(tmp_path: Path) -> None:
+    settings = make_settings(
+        NO_BROKER, tmp_path, max_concurrent_uploads=UPLOADS_AT_ONCE, max_upload_bytes=(UPLOAD_MIB + 1) * 2**20
+    )
+    api = ApiProcess(settings, tmp_path / "api.log", free_port())
+    try:
+        await _healthy(api)
+        before = memory_of(api.process.pid)
+        upload = png_bytes() + bytes(UPLOAD_MIB * 2**20)  # a valid PNG head: the API checks only that much
+        async with httpx.AsyncClient(base_url=api.base_url, timeout=60) as client:
+            answers = await asyncio.gather(
+                *(
+                    client.post("/images", files={"file": ("a.png", upload, "image/png")}, data={"filter": "blur"})
+                    for _ in range(UPLOADS_AT_ONCE)
+                )
+            )
+        growth_mib = (memory_of(api.process.pid).peak_rss_kib - before.rss_kib) / 1024
+    finally:
+        api.stop()
+    # Each upload was read, checked and stored; with no broker the event log's 503 follows (and the upload goes).
+    assert [answer.status_code for answer in answers] == [503] * UPLOADS_AT_ONCE
+    assert all("event log" in answer.text for answer in answers), answers[0].text
+    line = f"http-uploads: uploads={UPLOADS_AT_ONCE} upload_mib={UPLOAD_MIB} rss_growth_mib={growth_mib:.1f}"
+    FIGURES.append(line)
+    assert growth_mib < UPLOADS_AT_ONCE * UPLOAD_MIB / 4, line  # spooled to files: far less than the bodies
+
+
+async def test_a_head_arriving_with_much_of_its_body_is_no_oversized_head(api: ApiProcess) -> None:
+    """One read often brings a request's head and the first few hundred KiB of its body: only the head counts."""
+    await _healthy(api)
+    boundary = "x" * 16
+    body = (
+        f'--{boundary}\r\ncontent-disposition: form-data; name="filter"\r\n\r\nblur\r\n--{boundary}\r\n'
+        'content-disposition: form-data; name="file"; filename="a.png"\r\ncontent-type: image/png\r\n\r\n'
+    ).encode()
+    body += png_bytes() + bytes(200_000) + f"\r\n--{boundary}--\r\n".encode()
+    head = (
+        f"POST /images HTTP/1.1\r\nhost: api\r\ncontent-type: multipart/form-data; boundary={boundary}\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", _port(api))
+    writer.write(head.encode() + body)  # one write: most often one read on the other side
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), timeout=10)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 503 "), answer[:200]  # read whole; then no broker: the event log's 503
