@@ -111,6 +111,8 @@ async def test_api_worker_and_replay_run_end_to_end_each_as_its_own_user(
         committed = await kafka.committed_offsets()
     assert committed, "the workers' group committed on the secured broker"
     assert set(committed.values()) == {0}, committed
+    redrive = _replay(replay_settings, "redrive")  # a dry run reads the dead letters and the progress group
+    assert redrive.returncode == 0, redrive.stderr
 
     refused = _replay(
         logged_in(secured, names.api_user, tmp_path), "reset", "--topic", names.images_topic, "--to-earliest"
