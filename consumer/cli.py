@@ -17,7 +17,7 @@ from consumer.handler import JobHandler
 from consumer.metrics import WorkerMetrics
 from consumer.probes import serve_probes
 from consumer.worker import Worker
-from core.blobs import BlobStore
+from core.blobs import open_blob_store
 from core.clients import one_line
 from core.imaging import limit_pixels
 from core.jobs import JobStore
@@ -96,7 +96,7 @@ async def _services(settings: Settings, metrics: WorkerMetrics) -> AsyncIterator
         except TimeoutError as exc:
             raise StartupError(f"the database did not answer within {STARTUP_TIMEOUT_S:g} s") from exc
         await _ensure_topics_when_reachable(settings)
-        handler = JobHandler(settings, jobs, BlobStore(settings.storage_dir), metrics=metrics)
+        handler = JobHandler(settings, jobs, open_blob_store(settings), metrics=metrics)
         try:
             yield handler
         finally:

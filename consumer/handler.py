@@ -36,7 +36,7 @@ from consumer.metrics import WorkerMetrics
 from consumer.outcomes import Outcome
 from consumer.records import coordinates
 from consumer.render import UnusableImage, render_png
-from core.blobs import BlobStore
+from core.blobs import BlobMissing, BlobStore
 from core.database import is_transient_database_error
 from core.imaging import UnsupportedImage, decode_cost_bytes, open_image
 from core.jobs import Job, JobStatus, JobStore, utc_now
@@ -199,9 +199,9 @@ class JobHandler:
     async def _blob_bytes(self, source: BlobSource) -> bytes:
         try:
             data = await self._blobs.get(source.key)
-        except (FileNotFoundError, IsADirectoryError, ValueError) as exc:
+        except (BlobMissing, IsADirectoryError, ValueError) as exc:
             raise MissingUpload(f"uploaded image {source.key} is missing from the blob store") from exc
-        except OSError as exc:
+        except OSError as exc:  # BlobStoreUnavailable too
             raise DependencyUnavailable(f"cannot read uploaded image {source.key}: {exc}") from exc
         digest = hashlib.sha256(data).hexdigest()
         if digest != source.sha256:

@@ -1,29 +1,51 @@
-"""The blob store: uploaded images and processed results, as files under one root folder.
+"""The blob store: uploaded images and processed results, behind one interface with two homes.
 
 Kafka carries references, never image bytes. Keys are deterministic per image (``uploads/<id>``,
-``results/<id>.png``), so a re-run overwrites instead of piling up copies, and every write is atomic
-(a temporary file renamed into place), so a reader never sees half an image. Files get mode 0666 less the
-process umask, like any file the process creates.
+``results/<id>.png``), so a re-run overwrites instead of piling up copies, and every write is atomic: a reader
+never sees half an image. ``BLOB_STORE_URL`` says where blobs live: a folder on this machine
+(:mod:`core.file_blobs`) or an S3-compatible object store that any number of machines share
+(:mod:`core.s3_blobs`). Nothing outside these modules touches a path.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
-import shutil
-import time
-import uuid
-from pathlib import Path
+import abc
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import BinaryIO
 
-COPY_CHUNK_BYTES = 256 * 1024
+from core.settings import Settings
+
+CHUNK_BYTES = 256 * 1024
 
 
-class BlobStore:
-    """Files under ``root``, addressed by relative keys that can never escape it."""
+class BlobMissing(LookupError):
+    """No blob is stored under the key (never written, or deleted since)."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root.resolve()
+
+class BlobStoreUnavailable(OSError):
+    """The store did not do what was asked (unreachable, refused, failed): worth another try later."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlobStream:
+    """A stored blob being read: its size and version tag first, then its bytes in chunks (call ``aclose`` if the
+    chunks are not read to the end)."""
+
+    size_bytes: int
+    etag: str
+    chunks: AsyncIterator[bytes]
+    release: Callable[[], None] = lambda: None  # frees what the stream holds before its first chunk (a file)
+
+    async def aclose(self) -> None:
+        close = getattr(self.chunks, "aclose", None)
+        if close is not None:
+            await close()
+        self.release()
+
+
+class BlobStore(abc.ABC):
+    """Blobs by key; every write replaces the whole blob atomically."""
 
     @staticmethod
     def upload_key(image_id: str) -> str:
@@ -33,62 +55,43 @@ class BlobStore:
     def result_key(image_id: str) -> str:
         return f"results/{image_id}.png"
 
-    def path(self, key: str) -> Path:
-        """The file behind ``key``; a key that would leave the root raises ``ValueError``."""
-        # Lexical normalisation, no file-system calls: the root is resolved once, and only this code writes below it.
-        path = Path(os.path.normpath(self.root / key))
-        if not path.is_relative_to(self.root) or path == self.root:
-            raise ValueError(f"blob key {key!r} is outside the store")
-        return path
+    @abc.abstractmethod
+    async def put(self, key: str, data: bytes) -> None: ...
 
-    async def put(self, key: str, data: bytes) -> None:
-        await asyncio.to_thread(self._write_atomically, self.path(key), data)
-
+    @abc.abstractmethod
     async def put_file(self, key: str, source: BinaryIO) -> None:
-        """Store what ``source`` holds from its current position on, copied in chunks (never whole in memory)."""
-        await asyncio.to_thread(self._write_atomically, self.path(key), source)
+        """Store what ``source`` holds from its current position on, in chunks (never whole in memory)."""
 
+    @abc.abstractmethod
     async def get(self, key: str) -> bytes:
-        return await asyncio.to_thread(self.path(key).read_bytes)
+        """The whole blob; raises :class:`BlobMissing`."""
 
-    async def exists(self, key: str) -> bool:
-        return await asyncio.to_thread(self.path(key).is_file)
+    @abc.abstractmethod
+    async def open(self, key: str) -> BlobStream:
+        """The blob as a stream (for serving it); raises :class:`BlobMissing`."""
 
+    @abc.abstractmethod
+    async def exists(self, key: str) -> bool: ...
+
+    @abc.abstractmethod
     async def delete(self, key: str) -> None:
         """Remove ``key``; a key already gone is fine."""
-        await asyncio.to_thread(self.path(key).unlink, missing_ok=True)
 
+    @abc.abstractmethod
     async def keys_older_than(self, prefix: str, age_s: float) -> list[str]:
         """Keys under ``prefix`` (a folder such as ``uploads``) last written more than ``age_s`` ago."""
 
-        def scan() -> list[str]:
-            folder, cutoff = self.path(prefix), time.time() - age_s
-            if not folder.is_dir():
-                return []
-            return [
-                f"{prefix}/{entry.name}"
-                for entry in os.scandir(folder)
-                if entry.is_file() and not entry.name.startswith(".") and entry.stat().st_mtime < cutoff
-            ]
+    async def signed_url(self, key: str, expires_s: int) -> str | None:
+        """A URL that lets its holder download ``key`` for ``expires_s`` seconds, or None if the store has none."""
+        return None
 
-        return await asyncio.to_thread(scan)
 
-    @staticmethod
-    def _write_atomically(path: Path, data: bytes | BinaryIO) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-        # Mode 0666 less the process umask (not mkstemp's 0600): an API and workers running as different users
-        # share one store by their umask and group.
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            with os.fdopen(descriptor, "wb") as file:
-                if isinstance(data, bytes):
-                    file.write(data)
-                else:
-                    shutil.copyfileobj(data, file, COPY_CHUNK_BYTES)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+def open_blob_store(settings: Settings) -> BlobStore:
+    """The store ``BLOB_STORE_URL`` names (default: the folder ``STORAGE_DIR``)."""
+    from core.file_blobs import FileBlobStore  # imported here: each backend pulls in only its own libraries
+    from core.s3_blobs import S3BlobStore
+
+    location = settings.blob_store_location()
+    if location.scheme == "s3":
+        return S3BlobStore(settings, bucket=location.bucket, prefix=location.prefix)
+    return FileBlobStore(location.folder)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import ssl
+import urllib.parse
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -19,6 +21,16 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+@dataclass(frozen=True)
+class BlobLocation:
+    """Where blobs live: a folder, or a bucket and key prefix of an S3-compatible store."""
+
+    scheme: Literal["file", "s3"]
+    folder: Path = Path()
+    bucket: str = ""
+    prefix: str = ""
 
 
 class Settings(BaseSettings):
@@ -70,6 +82,25 @@ class Settings(BaseSettings):
     )
     storage_dir: Path = Field(
         default=Path("~/.local/share/image-pipeline/blobs"), description="Where uploads and results are stored."
+    )
+    # Where blobs live when several machines share the work: see core/blobs.py.
+    blob_store_url: str | None = Field(
+        default=None,
+        description="Where uploads and results live: file:///PATH or s3://BUCKET[/PREFIX]; unset: STORAGE_DIR.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="S3 API endpoint of a store other than AWS (e.g. http://seaweedfs:8333)."
+    )
+    aws_access_key_id: str | None = Field(default=None, min_length=1, description="S3 access key id.")
+    aws_secret_access_key: SecretStr | None = Field(default=None, description="S3 secret access key.")
+    aws_region: str = Field(default="us-east-1", min_length=1, description="S3 region.")
+    result_download: Literal["stream", "redirect"] = Field(
+        default="stream",
+        description="How GET /images/{id}/result serves a result: streamed through the API, or (S3 only) a 307 "
+        "redirect to a signed URL of the object store.",
+    )
+    result_url_expiry_s: int = Field(
+        default=60, ge=1, le=3600, description="How long a signed result URL stays valid (RESULT_DOWNLOAD=redirect)."
     )
 
     auth_disabled: bool = Field(
@@ -146,6 +177,33 @@ class Settings(BaseSettings):
         if not hosts or any(":" not in host for host in hosts):
             raise ValueError("expected a comma-separated list of host:port, e.g. localhost:9092")
         return ",".join(hosts)
+
+    def blob_store_location(self) -> BlobLocation:
+        """Where ``BLOB_STORE_URL`` (or ``STORAGE_DIR``) puts blobs."""
+        if self.blob_store_url is None:
+            return BlobLocation("file", folder=self.storage_dir)
+        url = urllib.parse.urlsplit(self.blob_store_url)
+        if url.scheme == "s3":
+            return BlobLocation("s3", bucket=url.netloc, prefix=url.path.strip("/"))
+        return BlobLocation("file", folder=Path(urllib.parse.unquote(url.path)).expanduser().absolute())
+
+    @field_validator("blob_store_url")
+    @classmethod
+    def _blob_store_url_is_supported(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        url = urllib.parse.urlsplit(value)
+        if url.scheme == "s3" and url.netloc and not url.query:
+            return value
+        if url.scheme == "file" and url.netloc in ("", "localhost") and url.path.startswith("/"):
+            return value
+        raise ValueError("expected file:///ABSOLUTE/PATH or s3://BUCKET[/PREFIX]")
+
+    @model_validator(mode="after")
+    def _result_redirects_need_an_object_store(self) -> Self:
+        if self.result_download == "redirect" and self.blob_store_location().scheme != "s3":
+            raise ValueError("RESULT_DOWNLOAD=redirect needs an object store: BLOB_STORE_URL=s3://BUCKET[/PREFIX]")
+        return self
 
     @model_validator(mode="after")
     def _kafka_security_is_complete(self) -> Self:

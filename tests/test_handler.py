@@ -20,6 +20,7 @@ from consumer.handler import JobHandler
 from consumer.outcomes import Outcome
 from consumer.render import UnusableImage
 from core.blobs import BlobStore
+from core.file_blobs import FileBlobStore
 from core.jobs import Job, JobStatus, JobStore, utc_now
 from core.settings import Settings
 from schemas import EventDecodeError, FilterName, ImageProcessV1
@@ -43,7 +44,7 @@ async def jobs(database_url: str) -> AsyncIterator[JobStore]:
 
 @pytest.fixture
 def blobs(tmp_path: Path) -> BlobStore:
-    return BlobStore(tmp_path / "blobs")
+    return FileBlobStore(tmp_path / "blobs")
 
 
 @pytest.fixture
@@ -238,7 +239,7 @@ async def test_images_over_the_pixel_limit_are_permanent(
 
 async def test_missing_upload_is_permanent(handler: JobHandler, blobs: BlobStore) -> None:
     event = await blob_event(blobs, png_bytes())
-    blobs.path(event.source.key).unlink()  # type: ignore[union-attr]
+    await blobs.delete(event.source.key)  # type: ignore[union-attr]
 
     with pytest.raises(PermanentError, match="missing from the blob store"):
         await handler.handle(event_record(event), attempt=1)

@@ -10,8 +10,8 @@ import sqlalchemy.exc
 
 from consumer.errors import DependencyUnavailable, describe_error
 from consumer.handler import JobHandler
-from core.blobs import BlobStore
 from core.database import is_transient_database_error
+from core.file_blobs import FileBlobStore
 from core.jobs import JobStore
 from tests.support.events import event_record, url_event
 from tests.support.settings import make_settings
@@ -55,7 +55,7 @@ async def test_unreachable_database_is_transient(tmp_path: Path) -> None:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     unreachable = JobStore.from_url(f"postgresql://user:pw@127.0.0.1:{port}/images")
-    handler = JobHandler(make_settings("localhost:9092", tmp_path), unreachable, BlobStore(tmp_path / "blobs"))
+    handler = JobHandler(make_settings("localhost:9092", tmp_path), unreachable, FileBlobStore(tmp_path / "blobs"))
     try:
         with pytest.raises(DependencyUnavailable, match="database unavailable"):
             await handler.handle(event_record(url_event("https://example.com/a.png")), attempt=1)

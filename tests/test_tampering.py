@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core.blobs import BlobStore
+from core.blobs import open_blob_store
 from core.jobs import utc_now
 from core.settings import Settings
 from schemas import BlobSource, FilterName, ImageProcessV2
@@ -30,7 +30,7 @@ def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
 async def test_an_event_naming_another_images_file_is_dead_lettered_and_changes_nothing(
     settings: Settings, target: str
 ) -> None:
-    blobs = BlobStore(settings.storage_dir)
+    blobs = open_blob_store(settings)
     victim = await blob_event(blobs, png_bytes(seed=1), FilterName.SEPIA)
     async with running_worker(settings):
         await produce(settings, [as_record(victim)])

@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from core.blobs import BlobStore
+from core.file_blobs import FileBlobStore
 from core.jobs import Job, JobStatus, JobStore, utc_now
 from producer.intake import ORPHAN_UPLOAD_AGE_S, JobIntake
 from producer.publisher import EventPublisher
@@ -32,7 +32,7 @@ async def test_the_sweep_removes_old_uploads_no_job_names(tmp_path: Path) -> Non
     settings = make_settings(NO_BROKER, tmp_path)
     jobs = JobStore.from_url(settings.database_url)
     await jobs.create_schema()
-    blobs = BlobStore(settings.storage_dir)
+    blobs = FileBlobStore(settings.storage_dir)  # the folder store, whose files can be aged by hand
     intake = JobIntake(settings, jobs, blobs, EventPublisher(settings))
     old_orphan, old_with_job, recent = "uploads/orphan", "uploads/0b7c0000-0000-4000-8000-000000000001", "uploads/new"
     for key in (old_orphan, old_with_job, recent):

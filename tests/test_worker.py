@@ -17,7 +17,7 @@ from PIL import Image
 from consumer.handler import JobHandler
 from consumer.probes import serve_probes
 from consumer.worker import Worker
-from core.blobs import BlobStore
+from core.blobs import open_blob_store
 from core.jobs import Job, JobStatus, JobStore
 from core.settings import Settings
 from tests.support.events import as_record, url_event
@@ -62,7 +62,7 @@ async def test_jobs_are_processed_and_offsets_committed(
         await eventually(lambda: _all_done(jobs, len(events)), what="all jobs done")
         await eventually(lambda: offsets_all_committed(worker_settings), what="offsets committed")
 
-    blobs = BlobStore(worker_settings.storage_dir)
+    blobs = open_blob_store(worker_settings)
     for seed, event in enumerate(events):
         job = await jobs.get(str(event.image_id))
         assert job is not None
@@ -222,7 +222,7 @@ async def test_unavailable_database_spends_no_attempts_and_dead_letters_nothing(
     jobs = LockedDatabase(settings.database_url, complete_failures=outage, mark_failed_failures=outage)
     await jobs.create_schema()
     await produce(settings, [as_record(good), as_record(poison)])
-    handler = JobHandler(settings, jobs, BlobStore(settings.storage_dir))
+    handler = JobHandler(settings, jobs, open_blob_store(settings))
     worker = Worker(settings, handler)
     task = asyncio.create_task(worker.run())
     try:

@@ -13,7 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from PIL import Image
 
-from core.blobs import BlobStore
+from core.blobs import open_blob_store
 from core.jobs import JobStatus, JobStore
 from core.settings import Settings
 from tests.support.events import as_record, url_event
@@ -80,7 +80,7 @@ async def test_two_workers_process_200_jobs_exactly_once(
 
     assert await count_processed(jobs) == 200
     assert sum(images.hits.values()) == 200, "each job executed exactly once"
-    blobs = BlobStore(worker_settings.storage_dir)
+    blobs = open_blob_store(worker_settings)
     for seed in (0, 117, 199):
         result = Image.open(io.BytesIO(await blobs.get(blobs.result_key(str(events[seed].image_id)))))
         assert result.tobytes() == Image.open(io.BytesIO(png_bytes(seed=seed))).convert("L").tobytes()

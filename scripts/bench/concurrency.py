@@ -17,7 +17,7 @@ from typing import Protocol
 
 from consumer.handler import JobHandler
 from consumer.worker import Worker
-from core.blobs import BlobStore
+from core.blobs import open_blob_store
 from core.jobs import JobStore
 from core.settings import Settings
 from schemas import FilterName
@@ -102,7 +102,7 @@ async def _jobs_per_s(
     await prefill(settings, jobs_count, tiny_png(), FILTER)
     jobs = JobStore.from_url(settings.database_url)
     await jobs.create_schema()
-    inner = JobHandler(settings, jobs, BlobStore(settings.storage_dir))
+    inner = JobHandler(settings, jobs, open_blob_store(settings))
     handler = CountingHandler(inner, jobs_count)
     consumer = consumer_type(settings, handler)
     started = time.perf_counter()

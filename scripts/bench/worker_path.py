@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer
 from consumer.handler import JobHandler
 from consumer.retry import RecordHandler
 from consumer.worker import Worker
-from core.blobs import BlobStore
+from core.blobs import open_blob_store
 from core.jobs import JobStore
 from core.kafka_connection import kafka_connection
 from core.settings import Settings
@@ -88,7 +88,7 @@ async def measure(ctx: Context) -> Run:
     await prefill(settings, real_count, data, FILTER)
     jobs = JobStore.from_url(settings.database_url)
     await jobs.create_schema()
-    handler = JobHandler(settings, jobs, BlobStore(settings.storage_dir))
+    handler = JobHandler(settings, jobs, open_blob_store(settings))
     try:
         values[REAL] = await _worker_rate(settings, real_count, handler)
     finally:

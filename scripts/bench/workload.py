@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw
 from sqlalchemy import select
 
 from consumer.retry import RecordHandler
-from core.blobs import BlobStore
+from core.blobs import open_blob_store
 from core.jobs import JobStatus, JobStore
 from core.kafka_connection import kafka_connection
 from core.settings import Settings
@@ -82,7 +82,7 @@ class Upload:
 
 async def store_uploads(settings: Settings, count: int, data: bytes, *, write_blobs: bool = True) -> list[Upload]:
     """``count`` uploads of ``data``; ``write_blobs=False`` only names them (for consumers that never read them)."""
-    blobs = BlobStore(settings.storage_dir)
+    blobs = open_blob_store(settings)
     digest = hashlib.sha256(data).hexdigest()
     uploads = []
     for _ in range(count):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from core.blobs import BlobStore
+from core.blobs import open_blob_store
 from core.imaging import WORKING_COPIES
 from core.settings import Settings
 from schemas import FilterName
@@ -31,7 +31,7 @@ async def test_two_near_budget_images_at_once_stay_within_the_decode_budget(
     settings = reliability_settings
     budget_mib = settings.decode_budget_mib
     assert SIDE_PX * SIDE_PX * 4 * WORKING_COPIES <= budget_mib * 2**20 < 2 * SIDE_PX * SIDE_PX * 4 * WORKING_COPIES
-    blobs = BlobStore(settings.storage_dir)
+    blobs = open_blob_store(settings)
     zeros = encoded(Image.new("RGBA", (SIDE_PX, SIDE_PX)))
     events = [await blob_event(blobs, zeros, FilterName.BLUR) for _ in range(2)]
     worker = start_worker(settings)

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from consumer.handler import JobHandler
 from consumer.worker import Worker
-from core.blobs import BlobStore
+from core.blobs import open_blob_store
 from core.jobs import JobStatus, JobStore
 from core.kafka_connection import kafka_connection
 from core.settings import Settings
@@ -96,7 +96,7 @@ async def running_worker(settings: Settings) -> AsyncIterator[Worker]:
     jobs = JobStore.from_url(settings.database_url)
     await jobs.create_schema()
     await ensure_topics(settings)
-    handler = JobHandler(settings, jobs, BlobStore(settings.storage_dir))
+    handler = JobHandler(settings, jobs, open_blob_store(settings))
     worker = Worker(settings, handler)
     task = asyncio.create_task(worker.run())
     try:
