@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 
 import uvicorn
+from fastapi import FastAPI
 
 from core.logs import configure_logging
 from core.settings import InvalidSettings, load_settings
 from producer.app import create_app
-from producer.server import bounded_protocol
+from producer.server import EnvironmentBoundedProtocol
+from scripts.arguments import positive_int
 
 # Longer than the idle timeout of the clients and load balancers in front (httpx 5 s, AWS ALB 60 s): a server
 # that closes an idle connection first races the client reusing it, and the client sees its POST reset with no
 # answer, which it cannot safely retry without an Idempotency-Key.
 KEEP_ALIVE_TIMEOUT_S = 75
+LOG_LEVEL_VARIABLE = "IMAGE_API_LOG_LEVEL"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,19 +33,35 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port to listen on (default: %(default)s)")
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        help="processes serving the one port (default: %(default)s); a dead one is replaced",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
 
     configure_logging(args.log_level)
     try:
-        settings = load_settings()
+        load_settings()  # each process reads them again; this says what is wrong once, before any starts
     except InvalidSettings as exc:
         sys.exit(f"image-api: {exc}")
+    os.environ[LOG_LEVEL_VARIABLE] = args.log_level  # the worker processes' only way to hear it
     uvicorn.run(
-        create_app(settings),
+        f"{__name__}:app_from_environment",
+        factory=True,
+        workers=args.workers,
         host=args.host,
         port=args.port,
         log_level=args.log_level,
         timeout_keep_alive=KEEP_ALIVE_TIMEOUT_S,
-        http=bounded_protocol(settings),
+        http=f"{EnvironmentBoundedProtocol.__module__}:{EnvironmentBoundedProtocol.__name__}",
     )
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one serving process, from the environment its parent checked (uvicorn imports this by name)."""
+    if not logging.getLogger().handlers:  # a worker process, spawned afresh (a lone process configured already)
+        configure_logging(os.environ.get(LOG_LEVEL_VARIABLE, "info"))
+    return create_app(load_settings())

@@ -11,11 +11,12 @@ after it opened), and one whose body has not arrived ``BODY_TIMEOUT_S`` after it
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from core.settings import Settings
+from core.settings import Settings, load_settings
 
 LINGER_S = 1.0
 _TOO_LARGE_BODY = b'{"detail":"the request\'s headers are too large"}'
@@ -23,6 +24,11 @@ _TOO_LARGE = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
     b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_TOO_LARGE_BODY), _TOO_LARGE_BODY)
 )
+
+
+@functools.cache
+def _environment_settings() -> Settings:
+    return load_settings()
 
 
 def bounded_protocol(settings: Settings) -> type[HttpToolsProtocol]:
@@ -110,3 +116,15 @@ class _BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._deadline = None
         if not self.transport.is_closing():
             self.transport.close()
+
+
+class EnvironmentBoundedProtocol(_BoundedHttpToolsProtocol):
+    """The bounds of the settings in the environment, found by import name: what ``image-api`` hands uvicorn, whose
+    worker processes (``--workers N``) can import a protocol but not receive a class made at run time."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        settings = _environment_settings()
+        self.max_header_bytes = settings.max_header_bytes
+        self.header_timeout_s = settings.header_timeout_s
+        self.body_timeout_s = settings.body_timeout_s
+        super().__init__(*args, **kwargs)

@@ -55,6 +55,8 @@ class ApiProcess(ServiceProcess):
 
     command = "image-api"
 
-    def __init__(self, settings: Settings, log_path: Path, port: int) -> None:
-        super().__init__(settings, log_path, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning")
+    def __init__(self, settings: Settings, log_path: Path, port: int, *args: str) -> None:
+        super().__init__(
+            settings, log_path, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *args
+        )
         self.base_url = f"http://127.0.0.1:{port}"
