@@ -7,17 +7,21 @@ so they appear in CI's output whatever pytest's capture mode.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from core.settings import Settings
+from scripts.kafka.local import KafkaCluster
 from tests.reliability.harness import Scale, free_port
 from tests.support.processes import ApiProcess, ServiceProcess, WorkerProcess
 from tests.support.settings import worker_test_settings
 
 pytestmark = pytest.mark.reliability
+
+BROKER_START_TIMEOUT_S = 90.0
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -82,3 +86,14 @@ def start_api(processes: list[ServiceProcess], tmp_path: Path) -> StartApi:
         return api
 
     return start
+
+
+@pytest.fixture
+async def own_cluster(tmp_path: Path) -> AsyncIterator[KafkaCluster]:
+    """Three brokers of this test's own (RF 3 and min ISR 2 by default), started; stopped at the end."""
+    cluster = KafkaCluster(tmp_path / "cluster", size=3)
+    await asyncio.to_thread(cluster.start, BROKER_START_TIMEOUT_S)
+    try:
+        yield cluster
+    finally:
+        await asyncio.to_thread(cluster.stop)

@@ -20,13 +20,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
 
 from core.settings import Settings
 from scripts.kafka.local import KafkaCluster, KafkaNode
-from tests.reliability.conftest import StartApi, StartWorker
+from tests.reliability.cluster import REPLICAS, busiest_partition_leader, in_sync
+from tests.reliability.conftest import BROKER_START_TIMEOUT_S, StartApi, StartWorker
 from tests.reliability.harness import (
     LoadResult,
     Scale,
@@ -43,11 +41,7 @@ from tests.support.worker import eventually
 WORKERS = 2
 # The API promises an answer within SEND_TIMEOUT_S; the slack covers a loaded 2-core CI machine, not a hang.
 ANSWER_SLACK_S = 3.0
-BROKER_START_TIMEOUT_S = 90.0
 RECOVERY_TIMEOUT_S = 90.0
-ADMIN_TIMEOUT_S = 10.0
-OFFSETS_TOPIC = "__consumer_offsets"
-REPLICAS = 3
 
 
 @pytest.fixture
@@ -59,17 +53,6 @@ async def own_broker(tmp_path: Path) -> AsyncIterator[KafkaNode]:
         yield node
     finally:
         await asyncio.to_thread(node.stop)
-
-
-@pytest.fixture
-async def own_cluster(tmp_path: Path) -> AsyncIterator[KafkaCluster]:
-    """Three brokers of this test's own (RF 3 and min ISR 2 by default), started; stopped at the end."""
-    cluster = KafkaCluster(tmp_path / "cluster", size=3)
-    await asyncio.to_thread(cluster.start, BROKER_START_TIMEOUT_S)
-    try:
-        yield cluster
-    finally:
-        await asyncio.to_thread(cluster.stop)
 
 
 def stream(images: ImageServer, seeds: Iterator[int], until: asyncio.Event, limit: int) -> Iterator[str]:
@@ -185,7 +168,7 @@ async def test_leader_loss_in_three_broker_cluster_loses_nothing(
     )
     bound_s = settings.send_timeout_s + ANSWER_SLACK_S
     api, workers = await start_pipeline(settings, start_api, start_worker)
-    await eventually(lambda: _in_sync(settings), timeout_s=RECOVERY_TIMEOUT_S, what="every replica in sync")
+    await eventually(lambda: in_sync(settings), timeout_s=RECOVERY_TIMEOUT_S, what="every replica in sync")
     kills, rate_per_s = scale.pick(2, 6), scale.pick(25, 50)
     steady_s, down_s = scale.pick(2, 4), scale.pick(2, 5)
     load_over = asyncio.Event()
@@ -201,12 +184,12 @@ async def test_leader_loss_in_three_broker_cluster_loses_nothing(
     victims = []
     for _ in range(kills):
         await asyncio.sleep(steady_s)  # the fault schedule: steady load, then the busiest partition's leader goes
-        victim = await _busiest_partition_leader(settings)
+        victim = await busiest_partition_leader(settings)
         await asyncio.to_thread(own_cluster.node(victim).kill)
         victims.append(victim)
         await asyncio.sleep(down_s)
         await asyncio.to_thread(own_cluster.node(victim).start, BROKER_START_TIMEOUT_S)
-        await eventually(lambda: _in_sync(settings), timeout_s=RECOVERY_TIMEOUT_S, what="every replica back in sync")
+        await eventually(lambda: in_sync(settings), timeout_s=RECOVERY_TIMEOUT_S, what="every replica back in sync")
     await asyncio.sleep(steady_s)  # a little load after the last recovery
     load_over.set()
     result = await load
@@ -229,47 +212,3 @@ async def test_leader_loss_in_three_broker_cluster_loses_nothing(
     assert api.process.poll() is None, f"the API died: {api.log()[-2000:]}"
     for worker in workers:
         assert worker.process.poll() is None, f"worker exited: {worker.log()[-3000:]}"
-
-
-async def _describe(settings: Settings, topics: list[str]) -> list[dict[str, object]]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    async with asyncio.timeout(ADMIN_TIMEOUT_S):
-        await admin.start()
-        try:
-            described: list[dict[str, object]] = await admin.describe_topics(topics)
-        finally:
-            await admin.close()
-    return described
-
-
-async def _in_sync(settings: Settings) -> bool:
-    """Every partition of the main topic and of the group offsets has a leader and all 3 replicas in sync."""
-    try:
-        described = await _describe(settings, [settings.images_topic, OFFSETS_TOPIC])
-    except (TimeoutError, OSError, KafkaError):  # a broker still starting may refuse: poll again
-        return False
-    for topic in described:
-        partitions = topic["partitions"]
-        if topic["error_code"] != 0 or not isinstance(partitions, list) or not partitions:
-            return False
-        if any(p["leader"] < 0 or len(p["isr"]) < REPLICAS for p in partitions):
-            return False
-    return True
-
-
-async def _busiest_partition_leader(settings: Settings) -> int:
-    """The broker leading the main topic's partition with the most records."""
-    [topic] = await _describe(settings, [settings.images_topic])
-    partitions = topic["partitions"]
-    assert isinstance(partitions, list)
-    leaders = {p["partition"]: p["leader"] for p in partitions}
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
-    async with asyncio.timeout(ADMIN_TIMEOUT_S):
-        await consumer.start()
-        try:
-            ends = await consumer.end_offsets([TopicPartition(settings.images_topic, p) for p in leaders])
-        finally:
-            await consumer.stop()
-    busiest = max(ends, key=lambda tp: ends[tp])
-    leader: int = leaders[busiest.partition]
-    return leader

@@ -16,13 +16,13 @@ class ServiceProcess:
 
     command = "image-worker"
 
-    def __init__(self, settings: Settings, log_path: Path, *args: str) -> None:
+    def __init__(self, settings: Settings, log_path: Path, *args: str, cwd: Path | None = None) -> None:
         executable = shutil.which(self.command, path=str(Path(sys.executable).parent))
         assert executable is not None, f"{self.command} is not installed in this environment"
         self.log_path = log_path
         with log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [executable, *args], env=settings.as_environment(), stdout=log, stderr=subprocess.STDOUT
+                [executable, *args], env=settings.as_environment(), stdout=log, stderr=subprocess.STDOUT, cwd=cwd
             )
 
     def terminate(self) -> None:
@@ -55,8 +55,7 @@ class ApiProcess(ServiceProcess):
 
     command = "image-api"
 
-    def __init__(self, settings: Settings, log_path: Path, port: int, *args: str) -> None:
-        super().__init__(
-            settings, log_path, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *args
-        )
+    def __init__(self, settings: Settings, log_path: Path, port: int, *args: str, cwd: Path | None = None) -> None:
+        address = ("--host", "127.0.0.1", "--port", str(port))
+        super().__init__(settings, log_path, *address, "--log-level", "warning", *args, cwd=cwd)
         self.base_url = f"http://127.0.0.1:{port}"
