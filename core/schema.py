@@ -12,6 +12,7 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
+import sqlalchemy
 from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
@@ -19,6 +20,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from core.database import create_engine
 from core.migrations import legacy
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -49,7 +51,7 @@ class SchemaState:
     @property
     def known(self) -> bool:
         """Whether this version knows the revision (an unknown one was made by a newer release)."""
-        return self.revision is None or _script().get_revision(self.revision) is not None
+        return self.revision is None or self.revision in _revisions()
 
     def problem(self) -> str | None:
         """Why a process of this version must not run on the database, in one line; None when it may."""
@@ -71,6 +73,11 @@ class SchemaState:
 @functools.cache
 def _script() -> ScriptDirectory:
     return ScriptDirectory.from_config(_config())
+
+
+@functools.cache
+def _revisions() -> frozenset[str]:
+    return frozenset(script.revision for script in _script().walk_revisions())
 
 
 def _config(connection: Connection | None = None) -> Config:
@@ -106,6 +113,15 @@ async def require_current(engine: AsyncEngine) -> None:
         raise SchemaMismatch(problem)
 
 
+async def require_current_at(database_url: str) -> None:
+    """:func:`require_current` on a connection of its own, for entry points that check before they build anything."""
+    engine = create_engine(database_url)
+    try:
+        await require_current(engine)
+    finally:
+        await engine.dispose()
+
+
 def upgrade_connection(connection: Connection) -> tuple[SchemaState, SchemaState]:
     """Bring the database to head on ``connection`` (in its transaction); returns the states before and after.
 
@@ -126,6 +142,17 @@ def upgrade_connection(connection: Connection) -> tuple[SchemaState, SchemaState
         command.stamp(config, legacy.BASELINE)
     command.upgrade(config, "head")
     return before, state_of(connection)
+
+
+def upgrade_sqlite(path: Path) -> None:
+    """Migrate the SQLite file at ``path`` (created if missing) without an event loop: for set-ups that are not
+    async, such as the tests' template database and the benchmarks' fresh ones."""
+    engine = sqlalchemy.create_engine(f"sqlite:///{path}")
+    try:
+        with engine.begin() as connection:
+            upgrade_connection(connection)
+    finally:
+        engine.dispose()
 
 
 async def upgrade(engine: AsyncEngine) -> tuple[SchemaState, SchemaState]:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 
 import uvicorn
+from sqlalchemy.exc import SQLAlchemyError
 
+from core.clients import one_line
 from core.logs import configure_logging
+from core.schema import SchemaMismatch, require_current_at
 from core.settings import InvalidSettings, load_settings
 from producer.app import create_app
 from producer.server import bounded_protocol
@@ -36,6 +40,13 @@ def main(argv: list[str] | None = None) -> None:
         settings = load_settings()
     except InvalidSettings as exc:
         sys.exit(f"image-api: {exc}")
+    # Checked here as well as in the app's lifespan: a failed lifespan ends uvicorn with a traceback.
+    try:
+        asyncio.run(require_current_at(settings.database_url))
+    except SchemaMismatch as exc:
+        sys.exit(f"image-api: {exc}")
+    except (SQLAlchemyError, OSError) as exc:
+        sys.exit(f"image-api: the job database: {one_line(exc)}")
     uvicorn.run(
         create_app(settings),
         host=args.host,

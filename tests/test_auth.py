@@ -13,6 +13,7 @@ import pytest
 
 from core.api_keys import ApiKeyStore, Role
 from core.jobs import JobStore
+from core.schema import upgrade
 from core.settings import Settings
 from tests.support.api import api_client
 from tests.support.settings import make_settings
@@ -30,7 +31,7 @@ def secured(kafka_bootstrap: str, tmp_path: Path) -> Settings:
 @pytest.fixture
 async def keys(secured: Settings) -> AsyncIterator[ApiKeyStore]:
     jobs = JobStore.from_url(secured.database_url)
-    await jobs.create_schema()
+    await upgrade(jobs.engine)
     yield ApiKeyStore(jobs.engine)
     await jobs.close()
 
@@ -92,7 +93,7 @@ async def test_idempotency_keys_are_per_api_key_and_a_revoked_key_stops_at_once(
 async def test_a_key_over_its_rate_gets_429_with_retry_after(kafka_bootstrap: str, tmp_path: Path) -> None:
     settings = make_settings(kafka_bootstrap, tmp_path, auth_disabled=False, rate_limit="3/minute")
     jobs = JobStore.from_url(settings.database_url)
-    await jobs.create_schema()
+    await upgrade(jobs.engine)
     try:
         alice = await new_key(ApiKeyStore(jobs.engine), "alice", Role.READ)
         bob = await new_key(ApiKeyStore(jobs.engine), "bob", Role.READ)
