@@ -16,6 +16,7 @@ from core.jobs import JobStore
 from core.schema import upgrade
 from core.settings import Settings
 from tests.support.api import api_client
+from tests.support.database import migrated_sqlite
 from tests.support.settings import make_settings
 
 pytestmark = pytest.mark.integration
@@ -112,7 +113,7 @@ async def test_a_key_over_its_rate_gets_429_with_retry_after(kafka_bootstrap: st
 def test_the_keys_command_creates_lists_and_revokes(tmp_path: Path) -> None:
     executable = shutil.which("image-keys", path=str(Path(sys.executable).parent))
     assert executable is not None
-    env = os.environ | {"DATABASE_URL": f"sqlite:///{tmp_path / 'api.db'}"}
+    env = os.environ | {"DATABASE_URL": f"sqlite:///{migrated_sqlite(tmp_path / 'api.db')}"}
 
     def keys(*argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([executable, *argv], env=env, capture_output=True, text=True, timeout=60, check=False)
