@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test lint format kafka bench lock clean
+.PHONY: install run migrate test lint format kafka bench lock clean
 
 # constraints.txt pins every package to the versions the suite last passed with, so an upstream release cannot
 # change what CI installs; `make lock` moves them to the newest releases pyproject.toml allows.
@@ -19,6 +19,9 @@ install: $(INSTALLED)  ## Create .venv with the project and its dev tools.
 
 run: install  ## Broker + API + worker on this machine, and one sample image through to done.
 	$(BIN)/python -m scripts.run_local $(ARGS)
+
+migrate: install  ## Bring the job database of DATABASE_URL to this version's schema (ARGS=--check only looks).
+	$(BIN)/image-migrate $(ARGS)
 
 test: install  ## The whole test suite against a real Kafka broker (started for you if none is given).
 	$(BIN)/pytest $(ARGS)

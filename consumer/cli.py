@@ -22,6 +22,7 @@ from core.clients import one_line
 from core.imaging import limit_pixels
 from core.jobs import JobStore
 from core.logs import KAFKA_TROUBLE, configure_logging
+from core.schema import SchemaMismatch, require_current
 from core.settings import InvalidSettings, Settings, load_settings
 from core.topics import ensure_topics
 
@@ -70,7 +71,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 class StartupError(Exception):
-    """The worker cannot start (no broker, no database); it exits non-zero with this message."""
+    """The worker cannot start (no broker, no database, a database at another schema); it exits non-zero with this
+    message."""
 
 
 async def serve(settings: Settings) -> None:
@@ -92,9 +94,11 @@ async def _services(settings: Settings, metrics: WorkerMetrics) -> AsyncIterator
     try:
         try:
             async with asyncio.timeout(STARTUP_TIMEOUT_S):
-                await jobs.create_schema()
+                await require_current(jobs.engine)
         except TimeoutError as exc:
             raise StartupError(f"the database did not answer within {STARTUP_TIMEOUT_S:g} s") from exc
+        except SchemaMismatch as exc:
+            raise StartupError(str(exc)) from None
         await _ensure_topics_when_reachable(settings)
         handler = JobHandler(settings, jobs, open_blob_store(settings), metrics=metrics)
         try:

@@ -15,11 +15,10 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Executable, Table, bindparam, select, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.database import create_engine
-from core.tables import add_missing_columns, jobs_table, metadata, processed_events_table
+from core.tables import jobs_table, processed_events_table
 from schemas import BlobSource, DecodedEvent, ImageProcessV2, UrlSource
 
 # What the API writes over a row a worker created first: how the job was requested.
@@ -104,7 +103,8 @@ class Started:
 
 
 class JobStore:
-    """Reads and writes jobs in the database named by ``DATABASE_URL``."""
+    """Reads and writes jobs in the database named by ``DATABASE_URL``; its schema comes from ``image-migrate``
+    (:mod:`core.schema`)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -113,23 +113,6 @@ class JobStore:
     @classmethod
     def from_url(cls, database_url: str) -> JobStore:
         return cls(create_engine(database_url))
-
-    async def create_schema(self) -> None:
-        """Create missing tables; existing ones are left as they are.
-
-        The API and every worker call this at start-up, possibly at the same moment: create_all checks, then
-        creates, so a process that loses the race sees "already exists". The second pass finds the tables.
-        """
-        for attempt in (1, 2):
-            try:
-                async with self.engine.begin() as connection:
-                    await connection.run_sync(metadata.create_all)
-                    await connection.run_sync(add_missing_columns)
-            except DBAPIError:
-                if attempt == 2:
-                    raise
-            else:
-                return
 
     async def close(self) -> None:
         await self.engine.dispose()

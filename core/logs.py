@@ -35,6 +35,8 @@ def configure_logging(level: str, *, quiet_kafka: bool = False) -> OutageReport:
     # httpx logs every request's full URL at INFO, query string included; the worker's own job line says what
     # matters, without secrets (core/urls.py).
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # Alembic names its dialect at INFO on every start's schema check; image-migrate prints its own summary.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     if quiet_kafka and logging.getLogger().level > logging.INFO:
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     return report

@@ -13,6 +13,7 @@ from sqlalchemy import delete, inspect, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.database import DatabaseMissing, create_engine
+from core.schema import require_current
 from core.tables import jobs_table, processed_events_table
 
 CHUNK_SIZE = 500
@@ -24,7 +25,8 @@ class NoJobDatabase(Exception):
 
 @contextlib.asynccontextmanager
 async def workers_database(database_url: str) -> AsyncIterator[AsyncEngine]:
-    """An engine on the workers' existing database; :class:`NoJobDatabase` if it is missing or has no job tables.
+    """An engine on the workers' existing database; :class:`NoJobDatabase` if it is missing or has no job tables,
+    :class:`core.schema.SchemaMismatch` if it is at another schema than this version's.
 
     A replay planned against an empty database would report "nothing processed" and be wrong without a word.
     """
@@ -40,6 +42,7 @@ async def workers_database(database_url: str) -> AsyncIterator[AsyncEngine]:
                 f"{engine.url.render_as_string(hide_password=True)} has no job tables: "
                 "set DATABASE_URL to the workers' database"
             )
+        await require_current(engine)
         yield engine
     finally:
         await engine.dispose()

@@ -2,11 +2,14 @@
 
 ``processed_events`` gets an event's id in the same transaction that marks its job done (Kafka's "store progress
 in the same place as the output"): a redelivered event is recognised by it and skipped.
+
+These definitions are what the code reads and writes; the database gets them through the migrations in
+``core/migrations/versions`` (``image-migrate``), and tests/test_migrations.py checks that the two agree.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Connection, DateTime, Integer, MetaData, String, Table, Text, inspect, text
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -50,14 +53,3 @@ api_keys_table = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
 )
-
-# Columns added to tables of an earlier release: (table, column, SQL type and default).
-ADDED_COLUMNS = (("jobs", "executions", "INTEGER NOT NULL DEFAULT 0"), ("jobs", "owner", "VARCHAR(36)"))
-
-
-def add_missing_columns(connection: Connection) -> None:
-    """Give tables created by an earlier release the columns added since (later changes get real migrations)."""
-    inspector = inspect(connection)
-    for table, column, definition in ADDED_COLUMNS:
-        if column not in {existing["name"] for existing in inspector.get_columns(table)}:
-            connection.execute(text(f"ALTER TABLE {table} ADD COLUMN {column} {definition}"))

@@ -19,6 +19,7 @@ from core.api_keys import ApiKeyStore
 from core.blobs import open_blob_store
 from core.imaging import limit_pixels
 from core.jobs import JobStore
+from core.schema import require_current
 from core.settings import Settings
 from producer import health, images
 from producer.deps import Services
@@ -37,7 +38,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         jobs = JobStore.from_url(settings.database_url)
-        await jobs.create_schema()
+        try:
+            await require_current(jobs.engine)
+        except BaseException:
+            await jobs.close()
+            raise
         blobs = open_blob_store(settings)
         publisher = EventPublisher(settings)
         await publisher.start()

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
 
 import uvicorn
 from fastapi import FastAPI
+from sqlalchemy.exc import SQLAlchemyError
 
+from core.clients import one_line
 from core.logs import configure_logging
+from core.schema import SchemaMismatch, require_current_at
 from core.settings import InvalidSettings, load_settings
 from producer.app import create_app
 from producer.server import EnvironmentBoundedProtocol
@@ -44,9 +48,16 @@ def main(argv: list[str] | None = None) -> None:
 
     configure_logging(args.log_level)
     try:
-        load_settings()  # each process reads them again; this says what is wrong once, before any starts
+        settings = load_settings()  # each process reads them again; this says what is wrong once, before any starts
     except InvalidSettings as exc:
         sys.exit(f"image-api: {exc}")
+    # Checked here as well as in the app's lifespan: a failed lifespan ends uvicorn with a traceback.
+    try:
+        asyncio.run(require_current_at(settings.database_url))
+    except SchemaMismatch as exc:
+        sys.exit(f"image-api: {exc}")
+    except (SQLAlchemyError, OSError) as exc:
+        sys.exit(f"image-api: the job database: {one_line(exc)}")
     os.environ[LOG_LEVEL_VARIABLE] = args.log_level  # the worker processes' only way to hear it
     uvicorn.run(
         f"{__name__}:app_from_environment",

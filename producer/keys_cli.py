@@ -12,6 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from core.api_keys import ApiKeyStore, KeyNameTaken, Role
 from core.clients import one_line
 from core.jobs import JobStore
+from core.schema import SchemaMismatch, require_current
 from core.settings import InvalidSettings, Settings, load_settings
 
 
@@ -46,12 +47,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SQLAlchemyError, OSError, KeyNameTaken) as exc:
         print(f"image-keys: {one_line(exc)}", file=sys.stderr)
         return 1
+    except SchemaMismatch as exc:
+        print(f"image-keys: {exc}", file=sys.stderr)
+        return 1
 
 
 async def _run(settings: Settings, args: argparse.Namespace, roles: frozenset[Role] | None) -> int:
     jobs = JobStore.from_url(settings.database_url)
     try:
-        await jobs.create_schema()
+        await require_current(jobs.engine)
         keys = ApiKeyStore(jobs.engine)
         if args.command == "create":
             assert roles is not None

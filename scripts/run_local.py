@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
             }
             if env["AUTH_DISABLED"] == "true":
                 print("Local demo: the API runs without API keys (AUTH_DISABLED=true); never expose it like this.")
+            _migrate(env)
             api_url = f"http://127.0.0.1:{args.api_port}"
             api = stack.enter_context(_process(["image-api", "--port", str(args.api_port)], env, data_dir / "api.log"))
             _wait_ready(api_url, api, data_dir / "api.log")
@@ -89,6 +90,18 @@ def _broker(data_dir: Path, port: int) -> Iterator[str]:
         print(f"Starting Kafka on 127.0.0.1:{port} (downloading its jars from Maven Central first, once)...")
     with KafkaNode(data_dir, port=port, controller_port=port + 1) as node:
         yield node.bootstrap_servers
+
+
+def _migrate(env: dict[str, str]) -> None:
+    """Bring the demo's database to this version's schema, as an operator runs image-migrate before a release:
+    the API and the workers refuse to start on any other."""
+    executable = _venv_command("image-migrate")
+    if executable is None:
+        raise KafkaLocalError("image-migrate is not installed: run `make install` first")
+    done = subprocess.run([executable], env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise KafkaLocalError(done.stderr.strip())
+    print(done.stdout.strip())
 
 
 def _venv_command(name: str) -> str | None:

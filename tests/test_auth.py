@@ -13,8 +13,10 @@ import pytest
 
 from core.api_keys import ApiKeyStore, Role
 from core.jobs import JobStore
+from core.schema import upgrade
 from core.settings import Settings
 from tests.support.api import api_client
+from tests.support.database import migrated_sqlite
 from tests.support.settings import make_settings
 
 pytestmark = pytest.mark.integration
@@ -30,7 +32,7 @@ def secured(kafka_bootstrap: str, tmp_path: Path) -> Settings:
 @pytest.fixture
 async def keys(secured: Settings) -> AsyncIterator[ApiKeyStore]:
     jobs = JobStore.from_url(secured.database_url)
-    await jobs.create_schema()
+    await upgrade(jobs.engine)
     yield ApiKeyStore(jobs.engine)
     await jobs.close()
 
@@ -92,7 +94,7 @@ async def test_idempotency_keys_are_per_api_key_and_a_revoked_key_stops_at_once(
 async def test_a_key_over_its_rate_gets_429_with_retry_after(kafka_bootstrap: str, tmp_path: Path) -> None:
     settings = make_settings(kafka_bootstrap, tmp_path, auth_disabled=False, rate_limit="3/minute")
     jobs = JobStore.from_url(settings.database_url)
-    await jobs.create_schema()
+    await upgrade(jobs.engine)
     try:
         alice = await new_key(ApiKeyStore(jobs.engine), "alice", Role.READ)
         bob = await new_key(ApiKeyStore(jobs.engine), "bob", Role.READ)
@@ -111,7 +113,7 @@ async def test_a_key_over_its_rate_gets_429_with_retry_after(kafka_bootstrap: st
 def test_the_keys_command_creates_lists_and_revokes(tmp_path: Path) -> None:
     executable = shutil.which("image-keys", path=str(Path(sys.executable).parent))
     assert executable is not None
-    env = os.environ | {"DATABASE_URL": f"sqlite:///{tmp_path / 'api.db'}"}
+    env = os.environ | {"DATABASE_URL": f"sqlite:///{migrated_sqlite(tmp_path / 'api.db')}"}
 
     def keys(*argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([executable, *argv], env=env, capture_output=True, text=True, timeout=60, check=False)

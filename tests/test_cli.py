@@ -28,6 +28,7 @@ def run(command: list[str], **env: str) -> subprocess.CompletedProcess[str]:
         ("image-worker", ["--concurrency", "--group", "--metrics-port", "SIGTERM"]),
         ("image-kafka", ["start", "stop", "fetch"]),
         ("image-replay", ["reset", "redrive"]),
+        ("image-migrate", ["--check", "DATABASE_URL"]),
     ],
 )
 def test_help(command: str, expected: list[str]) -> None:
@@ -37,7 +38,7 @@ def test_help(command: str, expected: list[str]) -> None:
         assert text in result.stdout
 
 
-@pytest.mark.parametrize("command", ["image-api", "image-worker"])
+@pytest.mark.parametrize("command", ["image-api", "image-worker", "image-migrate"])
 def test_bad_setting_is_named_without_a_traceback(command: str) -> None:
     result = run([command], TOPIC_PARTITIONS="zero")
     assert result.returncode != 0

@@ -22,6 +22,7 @@ from consumer.render import UnusableImage
 from core.blobs import BlobStore
 from core.file_blobs import FileBlobStore
 from core.jobs import Job, JobStatus, JobStore, utc_now
+from core.schema import upgrade
 from core.settings import Settings
 from schemas import EventDecodeError, FilterName, ImageProcessV1
 from tests.support.events import blob_event, event_record, make_record, url_event
@@ -35,7 +36,7 @@ HandlerFactory = Callable[..., JobHandler]
 @pytest.fixture
 async def jobs(database_url: str) -> AsyncIterator[JobStore]:
     store = JobStore.from_url(database_url)
-    await store.create_schema()
+    await upgrade(store.engine)
     try:
         yield store
     finally:

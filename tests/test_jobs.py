@@ -6,21 +6,20 @@ import asyncio
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import func, insert, select, update
 
 from core.database import async_database_url
 from core.jobs import Job, JobStatus, JobStore, utc_now
+from core.schema import upgrade
 from core.tables import jobs_table, processed_events_table
 
 
 @pytest.fixture
 async def store(database_url: str) -> AsyncIterator[JobStore]:
     store = JobStore.from_url(database_url)
-    await store.create_schema()
-    await store.create_schema()  # idempotent: every process calls it at start-up
+    await upgrade(store.engine)
     try:
         yield store
     finally:
@@ -245,7 +244,7 @@ async def test_complete_without_a_row_inserts_one(store: JobStore) -> None:
 async def test_concurrent_completions_of_one_event_have_one_winner(database_url: str) -> None:
     """Two workers (two engines, two connections) finishing the same event at once: exactly one wins."""
     stores = [JobStore.from_url(database_url) for _ in range(2)]
-    await stores[0].create_schema()
+    await upgrade(stores[0].engine)
     image_id, event_id = str(uuid.uuid4()), str(uuid.uuid4())
     try:
         results = await asyncio.gather(
@@ -320,33 +319,3 @@ async def test_each_start_of_a_job_counts_as_an_execution(store: JobStore) -> No
     stored = await store.get(job.image_id)
     assert stored is not None
     assert (stored.attempts, stored.executions) == (1, 2)
-
-
-async def test_a_database_from_before_executions_gets_the_column(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    old = JobStore.from_url(url)
-    async with old.engine.begin() as connection:
-        await connection.execute(
-            text(
-                "CREATE TABLE jobs (image_id VARCHAR(36) PRIMARY KEY, status VARCHAR(16) NOT NULL, "
-                "filter VARCHAR(32) NOT NULL, source_url TEXT, blob_key VARCHAR(512), request_fingerprint VARCHAR(64), "
-                "requested_at DATETIME NOT NULL, updated_at DATETIME NOT NULL, started_at DATETIME, "
-                "finished_at DATETIME, attempts INTEGER NOT NULL, error TEXT, result_key VARCHAR(512))"
-            )
-        )
-        await connection.execute(
-            text(
-                "INSERT INTO jobs (image_id, status, filter, requested_at, updated_at, attempts) "
-                "VALUES ('0b7c0000-0000-4000-8000-000000000000', 'done', 'blur', '2026-11-01', '2026-11-01', 1)"
-            )
-        )
-    await old.close()
-
-    store = JobStore.from_url(url)
-    try:
-        await store.create_schema()
-        stored = await store.get("0b7c0000-0000-4000-8000-000000000000")
-        assert stored is not None
-        assert (stored.status, stored.executions) == (JobStatus.DONE, 0)
-    finally:
-        await store.close()

@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
 from core.jobs import JobStore
+from core.schema import upgrade
 from core.settings import Settings
 from core.tables import processed_events_table
 from core.topics import ensure_topics
@@ -85,8 +86,8 @@ async def commit_as_group(settings: Settings, offsets: dict[int, int]) -> None:
 async def shared_log(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> SharedLog:
     settings = make_settings(kafka_bootstrap, tmp_path_factory.mktemp("reset"))
     await ensure_topics(settings)
-    workers = JobStore.from_url(settings.database_url)  # the workers' database, as their start-up creates it
-    await workers.create_schema()
+    workers = JobStore.from_url(settings.database_url)  # the workers' database, as image-migrate leaves it
+    await upgrade(workers.engine)
     await workers.close()
     first_ms = (int(dt.datetime.now(dt.UTC).timestamp()) - 12 * 3600) * 1000
     records: list[tuple[int, bytes, int | None]] = []
@@ -202,7 +203,7 @@ async def test_plan_rows_and_idempotency_counts(shared_log: SharedLog, capsys: p
     values = await read_values(shared_log.settings, TopicPartition(shared_log.topic, 0), PER_PARTITION)
     event_ids = [str(decode_event(value).event_id) for value in values[:6] if value != b"not an event"][:3]
     store = JobStore.from_url(shared_log.settings.database_url)
-    await store.create_schema()
+    await upgrade(store.engine)
     try:
         now = dt.datetime.now(dt.UTC)
         async with store.engine.begin() as connection:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from core.file_blobs import FileBlobStore
 from core.jobs import Job, JobStatus, JobStore, utc_now
+from core.schema import upgrade
 from producer.intake import ORPHAN_UPLOAD_AGE_S, JobIntake
 from producer.publisher import EventPublisher
 from tests.support.api import api_client
@@ -31,7 +32,7 @@ async def test_the_upload_of_a_503_is_removed_at_once(tmp_path: Path) -> None:
 async def test_the_sweep_removes_old_uploads_no_job_names(tmp_path: Path) -> None:
     settings = make_settings(NO_BROKER, tmp_path)
     jobs = JobStore.from_url(settings.database_url)
-    await jobs.create_schema()
+    await upgrade(jobs.engine)
     blobs = FileBlobStore(settings.storage_dir)  # the folder store, whose files can be aged by hand
     intake = JobIntake(settings, jobs, blobs, EventPublisher(settings))
     old_orphan, old_with_job, recent = "uploads/orphan", "uploads/0b7c0000-0000-4000-8000-000000000001", "uploads/new"

@@ -19,6 +19,7 @@ from consumer.probes import serve_probes
 from consumer.worker import Worker
 from core.blobs import open_blob_store
 from core.jobs import Job, JobStatus, JobStore
+from core.schema import upgrade
 from core.settings import Settings
 from tests.support.events import as_record, url_event
 from tests.support.image_server import ImageServer
@@ -220,7 +221,7 @@ async def test_unavailable_database_spends_no_attempts_and_dead_letters_nothing(
     poison = url_event(images.url("/corrupt.png"), "invert")
     outage = settings.max_attempts * 3
     jobs = LockedDatabase(settings.database_url, complete_failures=outage, mark_failed_failures=outage)
-    await jobs.create_schema()
+    await upgrade(jobs.engine)
     await produce(settings, [as_record(good), as_record(poison)])
     handler = JobHandler(settings, jobs, open_blob_store(settings))
     worker = Worker(settings, handler)

@@ -19,6 +19,7 @@ from consumer.handler import JobHandler
 from consumer.worker import Worker
 from core.blobs import open_blob_store
 from core.jobs import JobStore
+from core.schema import upgrade
 from core.settings import Settings
 from schemas import FilterName
 from scripts.bench.context import Context
@@ -101,7 +102,7 @@ async def _jobs_per_s(
     """Jobs per second of one consumer over a pre-filled topic, from its start to the last job handled."""
     await prefill(settings, jobs_count, tiny_png(), FILTER)
     jobs = JobStore.from_url(settings.database_url)
-    await jobs.create_schema()
+    await upgrade(jobs.engine)
     inner = JobHandler(settings, jobs, open_blob_store(settings))
     handler = CountingHandler(inner, jobs_count)
     consumer = consumer_type(settings, handler)

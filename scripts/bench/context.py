@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core.schema import upgrade_sqlite
 from core.settings import Settings
 
 
@@ -28,7 +29,7 @@ class Context:
     progress: Callable[[str], None]
 
     def fresh_settings(self, label: str, **overrides: Any) -> Settings:
-        """Settings with a topic, group, database and blob folder no other measurement has used."""
+        """Settings with a topic, group, database (migrated) and blob folder no other measurement has used."""
         suffix = uuid.uuid4().hex[:8]
         folder = self.scratch / f"{label}-{suffix}"
         folder.mkdir(parents=True)
@@ -37,10 +38,11 @@ class Context:
             "images_topic": f"bench-{label}-{suffix}",
             "dlq_topic": f"bench-{label}-{suffix}.dlq",
             "consumer_group": f"bench-{label}-{suffix}",
-            "database_url": f"sqlite:///{folder / 'jobs.db'}",
+            "database_url": f"sqlite:///{folder / 'jobs.db'}",  # migrated below, as image-migrate would
             "storage_dir": folder / "blobs",
             "auth_disabled": True,  # the bench measures the pipeline, not key look-ups
         }
+        upgrade_sqlite(folder / "jobs.db")
         return Settings(**(values | overrides))
 
     def folder(self, settings: Settings) -> Path:

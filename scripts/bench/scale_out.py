@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 
 from core.jobs import JobStore
+from core.schema import upgrade
 from schemas import FilterName
 from scripts.bench.context import BenchError, Context
 from scripts.bench.results import Benchmark, FigureSpec, Plan, Run
@@ -68,7 +69,7 @@ async def _jobs_per_s(ctx: Context, workers: int, count: int, data: bytes) -> fl
     settings = ctx.fresh_settings(NAME, topic_partitions=PARTITIONS, worker_concurrency=CONCURRENCY_PER_WORKER)
     uploads = await store_uploads(settings, count, data)
     jobs = JobStore.from_url(settings.database_url)
-    await jobs.create_schema()
+    await upgrade(jobs.engine)
     try:
         async with worker_processes(settings, ctx.folder(settings), workers):
             started = dt.datetime.now(dt.UTC)

@@ -22,6 +22,7 @@ from consumer.worker import Worker
 from core.blobs import open_blob_store
 from core.jobs import JobStore
 from core.kafka_connection import kafka_connection
+from core.schema import upgrade
 from core.settings import Settings
 from schemas import FilterName
 from scripts.bench.context import BenchError, Context
@@ -87,7 +88,7 @@ async def measure(ctx: Context) -> Run:
     settings = ctx.fresh_settings(NAME)
     await prefill(settings, real_count, data, FILTER)
     jobs = JobStore.from_url(settings.database_url)
-    await jobs.create_schema()
+    await upgrade(jobs.engine)
     handler = JobHandler(settings, jobs, open_blob_store(settings))
     try:
         values[REAL] = await _worker_rate(settings, real_count, handler)

@@ -34,6 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from core.clients import one_line
 from core.processed import NoJobDatabase, forget_processed, processed_among, workers_database
+from core.schema import SchemaMismatch
 from core.settings import Settings
 from schemas import EventDecodeError, decode_event
 from scripts.replay.group_offsets import GroupOffsets, GroupState
@@ -105,7 +106,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     except KafkaError as exc:
         print(f"{PROG}: Kafka at {settings.kafka_bootstrap_servers} failed: {one_line(exc)}", file=sys.stderr)
         return 1
-    except NoJobDatabase as exc:
+    except (NoJobDatabase, SchemaMismatch) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
     except (SQLAlchemyError, OSError) as exc:
@@ -248,7 +249,7 @@ async def _forget(database_url: str, plans: list[PartitionPlan]) -> int:
     try:
         async with workers_database(database_url) as engine:
             return await forget_processed(engine, event_ids)
-    except (SQLAlchemyError, OSError, NoJobDatabase) as exc:
+    except (SQLAlchemyError, OSError, NoJobDatabase, SchemaMismatch) as exc:
         raise ResetError(
             f"offsets were reset, but clearing the processed marks of {len(event_ids)} replayed event(s) failed "
             f"({type(exc).__name__}: {exc}); workers will skip them as duplicates. No mark was deleted"

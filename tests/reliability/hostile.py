@@ -14,6 +14,7 @@ from pathlib import Path
 from aiokafka import ConsumerRecord
 
 from core.jobs import JobStore
+from core.schema import upgrade
 from core.settings import Settings
 from core.topics import TopicMissing
 from tests.support.http_servers import Hit, RawHttpServer, Responder, respond, serving
@@ -175,9 +176,9 @@ async def routes(table: Mapping[str, Responder], host: str = "127.0.0.1") -> Asy
 
 
 async def create_job_schema(settings: Settings) -> None:
-    """Create the job tables before a worker does, so a scenario without an API can poll them from the start."""
+    """Migrate the job database before a worker starts, so a scenario without an API can poll it from the start."""
     jobs = JobStore.from_url(settings.database_url)
     try:
-        await jobs.create_schema()
+        await upgrade(jobs.engine)
     finally:
         await jobs.close()

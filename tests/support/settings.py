@@ -6,10 +6,12 @@ import uuid
 from pathlib import Path
 
 from core.settings import Settings
+from tests.support.database import migrated_sqlite
 
 
 def make_settings(bootstrap_servers: str, tmp_path: Path, **overrides: object) -> Settings:
-    """Settings with topics of their own, so tests never see each other's records."""
+    """Settings with topics of their own, so tests never see each other's records, and a migrated SQLite database
+    in ``tmp_path`` unless ``database_url`` is given (the API and the workers refuse an unmigrated one)."""
     suffix = uuid.uuid4().hex[:10]
     fields: dict[str, object] = {
         "kafka_bootstrap_servers": bootstrap_servers,
@@ -24,6 +26,8 @@ def make_settings(bootstrap_servers: str, tmp_path: Path, **overrides: object) -
         "retry_after_s": 2,
         "max_upload_bytes": 256 * 1024,
     }
+    if "database_url" not in overrides:
+        migrated_sqlite(tmp_path / "jobs.db")
     fields.update(overrides)
     return Settings.model_validate(fields)
 

@@ -18,6 +18,7 @@ from consumer.worker import Worker
 from core.blobs import open_blob_store
 from core.jobs import JobStatus, JobStore
 from core.kafka_connection import kafka_connection
+from core.schema import upgrade
 from core.settings import Settings
 from core.tables import jobs_table, processed_events_table
 from core.topics import ensure_topics, topic_partitions
@@ -94,7 +95,7 @@ async def offsets_all_committed(settings: Settings) -> bool:
 async def running_worker(settings: Settings) -> AsyncIterator[Worker]:
     """A worker (with the real handler) consuming in this process until the block ends."""
     jobs = JobStore.from_url(settings.database_url)
-    await jobs.create_schema()
+    await upgrade(jobs.engine)
     await ensure_topics(settings)
     handler = JobHandler(settings, jobs, open_blob_store(settings))
     worker = Worker(settings, handler)

@@ -1,0 +1,1 @@
+"""Schema migrations of the job database (Alembic): the environment, the revisions, and ``image-migrate``."""

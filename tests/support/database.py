@@ -1,0 +1,32 @@
+"""Job databases for tests at this version's schema, as image-migrate leaves them, without migrating each one.
+
+The migrations run once per session into a template SQLite file; each test's database is a copy of it (a file copy
+costs far less than running the revisions). tests/test_migrations.py runs the real thing on empty and old databases.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import shutil
+import tempfile
+from pathlib import Path
+
+from core.schema import upgrade_sqlite
+
+
+def migrated_sqlite(path: Path) -> Path:
+    """A SQLite database at ``path`` at this version's schema; one already there is left as it is."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(_template(), path)
+    return path
+
+
+@functools.cache
+def _template() -> Path:
+    folder = tempfile.mkdtemp(prefix="schema-template-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = Path(folder) / "jobs.db"
+    upgrade_sqlite(path)
+    return path
