@@ -43,6 +43,13 @@ SERVICES = pytest.StashKey[Choice]()
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--long", action="store_true", help="run the reliability suite's long form (release checks)")
     parser.addoption(
+        "--blob-store",
+        choices=["file", "s3"],
+        default="file",
+        help="where the reliability suite's processes keep blobs: file (a folder, the default) or s3 (the test S3 "
+        "server); scenario 15 always uses s3",
+    )
+    parser.addoption(
         SERVICES_OPTION,
         choices=[mode.value for mode in Services],
         default=None,

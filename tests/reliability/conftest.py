@@ -37,8 +37,12 @@ def scale(request: pytest.FixtureRequest) -> Scale:
 
 
 @pytest.fixture
-def reliability_settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
-    """Settings for real processes: 6 partitions, fast retries, loopback images allowed."""
+def reliability_settings(request: pytest.FixtureRequest, kafka_bootstrap: str, tmp_path: Path) -> Settings:
+    """Settings for real processes: 6 partitions, fast retries, loopback images allowed; blobs in a folder, or in
+    the test S3 server with ``--blob-store=s3``."""
+    store: dict[str, object] = {}
+    if request.config.getoption("--blob-store") == "s3":
+        store = request.getfixturevalue("s3").settings()
     return worker_test_settings(
         kafka_bootstrap,
         tmp_path,
@@ -48,6 +52,7 @@ def reliability_settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
         fetch_timeout_s=5.0,
         shutdown_timeout_s=15.0,
         send_timeout_s=3.0,
+        **store,
     )
 
 
