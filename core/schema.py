@@ -26,6 +26,8 @@ from core.migrations import legacy
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 MIGRATE_COMMAND = "run image-migrate (or make migrate)"
 VERSION_TABLE = "alembic_version"
+# Any fixed number: an advisory lock is known by it alone ("image-pipeline migrations", in ASCII hex, shortened).
+MIGRATION_LOCK_KEY = 0x696D6167_65706970
 
 
 class SchemaMismatch(Exception):
@@ -126,8 +128,11 @@ def upgrade_connection(connection: Connection) -> tuple[SchemaState, SchemaState
     """Bring the database to head on ``connection`` (in its transaction); returns the states before and after.
 
     A database from before migrations is completed to the baseline and stamped with it first (see
-    :mod:`core.migrations.legacy`). A database at a revision this version does not know is left alone.
+    :mod:`core.migrations.legacy`). A database at a revision this version does not know is left alone. On
+    PostgreSQL, concurrent runs (several hosts starting at once) take turns: the second finds the schema current.
     """
+    if connection.dialect.name == "postgresql":
+        connection.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
     before = state_of(connection)
     if not before.known:
         raise MigrationError(before.problem() or "")

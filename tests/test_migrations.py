@@ -3,6 +3,7 @@ refusal of every process to run on a database at another schema."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import shutil
@@ -127,6 +128,30 @@ async def test_from_empty_the_migrations_make_the_tables_of_core_tables(engine: 
     await require_current(engine)
     again, _ = await upgrade(engine)  # a second run finds it current and changes nothing
     assert again.current
+
+
+async def test_concurrent_upgrades_on_postgresql_take_turns(postgres_url: str) -> None:
+    """Several hosts running image-migrate at once on PostgreSQL (SQLite is one machine's): one migrates, the others
+    find the schema current."""
+    name = f"migrations_{uuid.uuid4().hex[:12]}"
+    server = create_engine(postgres_url).execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        async with server.connect() as connection:
+            await connection.execute(text(f"CREATE DATABASE {name}"))
+    finally:
+        await server.dispose()
+    empty_url = make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    engines = [create_engine(empty_url) for _ in range(3)]
+    try:
+        answers = await asyncio.gather(*(upgrade(engine) for engine in engines), return_exceptions=True)
+        outcomes = [answer for answer in answers if not isinstance(answer, BaseException)]
+        assert len(outcomes) == len(engines), answers
+        assert all(after.current for _, after in outcomes)
+        assert sum(1 for before, _ in outcomes if not before.current) >= 1
+        assert await schema_differences(engines[0]) == []
+    finally:
+        for engine in engines:
+            await engine.dispose()
 
 
 @pytest.mark.parametrize(
