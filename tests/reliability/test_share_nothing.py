@@ -111,6 +111,7 @@ async def test_processes_sharing_only_kafka_postgres_and_s3_lose_nothing(
 
         accepted: list[str] = []
         statuses: dict[int, int] = {}
+        refused_at: list[float] = []  # when 503s were answered: the API refuses while the partition leader moves
         async with httpx.AsyncClient(base_url=api.base_url, timeout=30) as client:
 
             async def submit(number: int) -> None:
@@ -126,6 +127,7 @@ async def test_processes_sharing_only_kafka_postgres_and_s3_lose_nothing(
                     statuses[answer.status_code] = statuses.get(answer.status_code, 0) + 1
                     if answer.status_code != 503:
                         break
+                    refused_at.append(time.monotonic())
                     await asyncio.sleep(min(float(answer.headers["retry-after"]), 1.0))  # the client's pace
                 if answer.status_code == 202:
                     accepted.append(answer.json()["id"])
@@ -161,6 +163,7 @@ async def test_processes_sharing_only_kafka_postgres_and_s3_lose_nothing(
         executed_twice_db=executed_twice,
         lag_zero_s=lag_zero_s,
         rejected_503=statuses.get(503, 0),
+        refusing_s=max(refused_at) - min(refused_at) if refused_at else 0.0,
         killed=f"worker+broker-{victim}",
         store="s3",
     )
