@@ -28,12 +28,18 @@ class Services:
     intake: JobIntake
     keys: ApiKeyStore
     rate_limiter: RateLimiter
-    uploads: asyncio.Semaphore  # uploads being read at once: each holds up to MAX_UPLOAD_BYTES in memory
+    uploads: asyncio.Semaphore  # uploads taken at once (MAX_CONCURRENT_UPLOADS): each spooled to a file
 
 
 def get_services(request: Request) -> Services:
+    """The process's services, for code that has the request at hand."""
     services: Services = request.app.state.services
     return services
 
 
-ServicesDep = Annotated[Services, Depends(get_services)]
+async def _services(request: Request) -> Services:
+    # async on purpose: FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop on every request.
+    return get_services(request)
+
+
+ServicesDep = Annotated[Services, Depends(_services)]
