@@ -133,7 +133,7 @@ class Worker:
                 self._lanes.finished - self._finished_at_last_commit >= COMMIT_EVERY_RECORDS
                 or time.monotonic() - self._last_commit >= self.settings.commit_interval_s
             ):
-                await self._commit(self._owned)
+                await self._commit(list(self._owned))  # a copy: a rebalance may change it meanwhile
                 self._lag_updated_at = 0.0  # a commit moves the lag: show it now
             self._update_lag()
 
