@@ -1,9 +1,11 @@
 """Key-ordered concurrency: records with the same key run one at a time, in offset order; other keys in parallel.
 
 A lane is one task per (partition, key) with a queue of that key's records. Lanes run within a partition too,
-so one slow image holds up only the records of its own image. A record that finishes is reported to its
-partition's offsets, which decide what may be committed; a lane whose partition is let go stops early and
-leaves its remaining records uncommitted for the next owner.
+so one slow image holds up only the records of its own image. A record takes one of ``concurrency`` slots only
+while it runs: records queued behind their own key hold none, so a burst of repeated keys leaves the slots to
+records of other keys (the worker bounds how many records are admitted). A record that finishes is
+reported to its partition's offsets, which decide what may be committed; a lane whose partition is let go stops
+early and leaves its remaining records uncommitted for the next owner.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ RunRecord = Callable[[ConsumerRecord, OwnedPartition], Awaitable[None]]
 class KeyLanes:
     """The records admitted and not yet finished, by key; ``in_flight`` counts them."""
 
-    def __init__(self, run: RunRecord) -> None:
+    def __init__(self, run: RunRecord, concurrency: int) -> None:
         self._run = run
+        self._slots = asyncio.Semaphore(concurrency)
         self._queues: dict[Lane, deque[ConsumerRecord]] = {}
         self._tasks: dict[Lane, asyncio.Task[None]] = {}
         self.in_flight = 0
@@ -64,9 +67,11 @@ class KeyLanes:
         try:
             while queue:
                 record = queue[0]
-                if owned.released:
-                    raise Abandoned
-                await self._run(record, owned)
+                await owned.acquire(self._slots)
+                try:
+                    await self._run(record, owned)
+                finally:
+                    self._slots.release()
                 queue.popleft()
                 owned.offsets.finished(record.offset)
                 self.finished += 1

@@ -36,7 +36,11 @@ class WorkerMetrics:
             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
             registry=self.registry,
         )
-        self.in_flight = Gauge("image_worker_in_flight", "Records admitted and not finished.", registry=self.registry)
+        self.in_flight = Gauge(
+            "image_worker_in_flight",
+            "Records admitted and not finished (running or waiting behind their key).",
+            registry=self.registry,
+        )
         self.consumer_lag = Gauge(
             "image_worker_consumer_lag",
             "Records between the partition's end and this worker's committed offset.",

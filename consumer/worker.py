@@ -6,7 +6,8 @@ in :mod:`consumer.dead_letters`, idempotency in :mod:`consumer.handler`):
 
 - An offset is committed only once the record at it and every record before it in its partition are finished,
   and only for partitions this member still owns.
-- At most ``worker_concurrency`` records are admitted at once; when all slots stay taken for a second, fetching
+- At most ``worker_concurrency`` records run at once (:mod:`consumer.lanes`), and at most ``ADMIT_FACTOR`` times
+  that many are admitted, running or queued behind their key; when the worker stays full for a second, fetching
   is paused, but polling goes on so the member stays in its group.
 - On revocation and on shutdown no new record starts, running records get a bounded time to finish, finished
   offsets are committed, and only then is the partition let go. aiokafka does not call the revocation listener on
@@ -42,6 +43,9 @@ POLL_TIMEOUT_MS = 500
 # While all slots are busy nothing can be fetched: wait for a free slot, but poll at least this often so the
 # member is never considered stuck (max_poll_interval_ms is enforced on the client).
 PAUSED_POLL_INTERVAL_S = 1.0
+# Records admitted per running slot: look-ahead past records queued behind their own key, so repeated keys leave
+# the slots to other keys (60 keys x 10 events fill 32 slots), while memory stays small.
+ADMIT_FACTOR = 8
 COMMIT_EVERY_RECORDS = 200
 LAG_UPDATE_INTERVAL_S = 1.0  # the lag gauge is scraped every few seconds; computing it per poll cost per record
 
@@ -65,16 +69,17 @@ class Worker:
         policy = RetryPolicy.from_settings(settings)
         self._dead_letters = DeadLetterQueue(settings, handler, policy, worker_id=self.worker_id)
         runner = RetryingRunner(handler, policy, self._dead_letters.dead_letter, self.metrics)
-        self._lanes = KeyLanes(runner.run)
+        self._lanes = KeyLanes(runner.run, settings.worker_concurrency)
+        self._admit_limit = ADMIT_FACTOR * settings.worker_concurrency
         self._owned: dict[TopicPartition, OwnedPartition] = {}
         self._paused = False
         self._finished_at_last_commit = 0
         self._last_commit = time.monotonic()
         self._stopping = asyncio.Event()
         self._release_lock = asyncio.Lock()
-        # Resume fetching once an eighth of the slots are free, not at every single one: admitting records in
+        # Resume fetching once an eighth of the room is free, not at every single record: admitting records in
         # small batches keeps the pause/resume and poll overhead per record low when the worker is saturated.
-        self._resume_at_free_slots = max(1, settings.worker_concurrency // 8)
+        self._resume_at_free_slots = max(1, self._admit_limit // 8)
         self._lag_updated_at = 0.0
         # Read when scraped, not set per record: the engine's own cost per record is what bounds a fast handler.
         self.metrics.in_flight.set_function(lambda: self._lanes.in_flight)
@@ -113,7 +118,7 @@ class Worker:
 
     async def _poll_until_stopped(self) -> None:
         while not self._stopping.is_set():
-            free_slots = self.settings.worker_concurrency - self._lanes.in_flight
+            free_slots = self._admit_limit - self._lanes.in_flight
             if free_slots <= 0 and not self._paused and await self._slot_freed_within(PAUSED_POLL_INTERVAL_S):
                 # Full, but a slot usually frees soon: fetching stays on meanwhile, so the records aiokafka
                 # prefetched are there when it does. Pausing at every full moment emptied that pipeline.
@@ -122,7 +127,8 @@ class Worker:
             if self._paused and await self._slot_freed_within(PAUSED_POLL_INTERVAL_S):
                 continue  # re-evaluate at once; a slot-less poll would fetch nothing
             batches = await self._consumer.getmany(
-                timeout_ms=0 if self._paused else POLL_TIMEOUT_MS, max_records=max(free_slots, 1)
+                timeout_ms=0 if self._paused else POLL_TIMEOUT_MS,
+                max_records=max(1, min(free_slots, self.settings.worker_concurrency)),
             )
             self.liveness.polled()
             self.metrics.last_poll.set_to_current_time()

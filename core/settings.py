@@ -126,7 +126,7 @@ class Settings(BaseSettings):
     body_timeout_s: PositiveSeconds = Field(default=60.0, description="Longest a request's body may take to arrive.")
 
     # The worker (image-worker).
-    worker_concurrency: int = Field(default=8, ge=1, description="Jobs in flight per worker process.")
+    worker_concurrency: int = Field(default=8, ge=1, description="Jobs running at once per worker process.")
     max_attempts: int = Field(default=4, ge=1, description="Tries of a transiently failing job before the DLQ.")
     retry_backoff_s: PositiveSeconds = Field(default=0.5, description="First retry delay; doubles per attempt.")
     retry_backoff_max_s: PositiveSeconds = Field(default=30.0, description="Longest retry delay.")

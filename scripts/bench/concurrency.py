@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from consumer.handler import JobHandler
+from consumer.retry import RecordHandler
 from consumer.worker import Worker
 from core.blobs import open_blob_store
 from core.jobs import JobStore
@@ -24,8 +25,8 @@ from core.settings import Settings
 from schemas import FilterName
 from scripts.bench.context import Context
 from scripts.bench.partition_bound import PartitionBoundConsumer
-from scripts.bench.results import Benchmark, FigureSpec, Plan, Run
-from scripts.bench.workload import CountingHandler, prefill, tiny_png, wait_for
+from scripts.bench.results import Benchmark, FigureSpec, Goal, Plan, Run
+from scripts.bench.workload import CountingHandler, WaitingHandler, prefill, tiny_png, wait_for
 
 NAME = "concurrency"
 JOB_SECONDS = 0.1
@@ -33,6 +34,13 @@ PARTITIONS = 6
 FILTER = FilterName.INVERT
 BOUND = "partition-bound jobs/s"
 BOUND_IDEAL = "partition-bound ideal jobs/s"
+# Repeated keys: every image comes back several times (reprocessing); records behind their own key must not
+# hold the slots that records of other keys could use.
+REPEATED_LEVEL = 32
+REPEATED_IDEAL = f"ideal waiting jobs c={REPEATED_LEVEL} jobs/s"
+DISTINCT = f"waiting jobs c={REPEATED_LEVEL}, distinct keys jobs/s"
+REPEATED = f"waiting jobs c={REPEATED_LEVEL}, repeated keys jobs/s"
+OVERLAPS = "repeated keys: same-key overlaps"
 JOBS_TIMEOUT_S = 300.0
 
 
@@ -49,18 +57,34 @@ def jobs_for(rate_per_s: float, quick: bool) -> int:
     return max(12, int(min_wall_s(quick) * rate_per_s))
 
 
+def repeated_keys(quick: bool) -> tuple[int, int]:
+    """Keys, and events per key, of the repeated-keys measurement."""
+    return (12, 3) if quick else (60, 10)
+
+
 def plan(quick: bool) -> Plan:
     figures: list[FigureSpec] = [FigureSpec(BOUND_IDEAL, "jobs/s"), FigureSpec(BOUND, "jobs/s", (BOUND_IDEAL,))]
     for level in levels(quick):
         figures.append(FigureSpec(f"ideal c={level} jobs/s", "jobs/s"))
         figures.append(FigureSpec(f"concurrency {level} jobs/s", "jobs/s", (f"ideal c={level} jobs/s", BOUND)))
+    figures.append(FigureSpec(REPEATED_IDEAL, "jobs/s"))
+    figures.append(FigureSpec(DISTINCT, "jobs/s", (REPEATED_IDEAL,)))
+    figures.append(FigureSpec(REPEATED, "jobs/s", (REPEATED_IDEAL, DISTINCT)))
+    figures.append(FigureSpec(OVERLAPS, "records", higher_is_better=False))
+    goals = (
+        Goal(f"repeated keys >= 0.8 of the ideal (c={REPEATED_LEVEL})", REPEATED, ">=", 0.8, baseline=REPEATED_IDEAL),
+        Goal("repeated keys: no two records of one key at once", OVERLAPS, "<", 0.5),
+    )
     return Plan(
         figures=tuple(figures),
+        goals=goals,
         settings={
             "job": f"16x16 upload, filter {FILTER.value}, JOB_EXTRA_DELAY_S={JOB_SECONDS}",
             "partitions": PARTITIONS,
             "levels": levels(quick),
             "jobs_per_measurement": f"max(12, {min_wall_s(quick):g} s x ideal rate)",
+            "waiting_jobs": "jobs that only wait {} s (no database, no image), c={}: {} keys x {} events each, "
+            "against as many distinct keys".format(JOB_SECONDS, REPEATED_LEVEL, *repeated_keys(quick)),
             "worker": "one in-process consumer.worker.Worker with JobHandler (SQLite in a temp dir)",
             "partition_bound": "aiokafka loop, one sequential task per partition, same JobHandler, "
             "commits every COMMIT_INTERVAL_S",
@@ -85,6 +109,16 @@ async def measure(ctx: Context) -> Run:
         values[f"ideal c={level} jobs/s"] = ideal
         values[f"concurrency {level} jobs/s"] = rate = await _jobs_per_s(settings, jobs, Worker)
         ctx.say(NAME, f"concurrency {level:>2}: {rate:.1f} jobs/s ({jobs} jobs, {rate / ideal:.0%} of ideal)")
+    keys, repeats = repeated_keys(quick)
+    values[REPEATED_IDEAL] = REPEATED_LEVEL / JOB_SECONDS
+    overlaps: list[int] = []
+    for figure, key_count, per_key in ((DISTINCT, keys * repeats, 1), (REPEATED, keys, repeats)):
+        settings = ctx.fresh_settings(NAME, topic_partitions=PARTITIONS, worker_concurrency=REPEATED_LEVEL)
+        values[figure] = rate = await _jobs_per_s(
+            settings, key_count, Worker, repeats=per_key, overlaps=overlaps, waiting_only=True
+        )
+        ctx.say(NAME, f"{figure}: {rate:.1f} ({key_count} keys x {per_key}, {rate / values[REPEATED_IDEAL]:.0%})")
+    values[OVERLAPS] = float(sum(overlaps))
     return Run(values)
 
 
@@ -97,13 +131,23 @@ class _Consumer(Protocol):
 
 
 async def _jobs_per_s(
-    settings: Settings, jobs_count: int, consumer_type: Callable[[Settings, CountingHandler], _Consumer]
+    settings: Settings,
+    keys: int,
+    consumer_type: Callable[[Settings, CountingHandler], _Consumer],
+    *,
+    repeats: int = 1,
+    overlaps: list[int] | None = None,
+    waiting_only: bool = False,
 ) -> float:
-    """Jobs per second of one consumer over a pre-filled topic, from its start to the last job handled."""
-    await prefill(settings, jobs_count, tiny_png(), FILTER)
+    """Jobs per second of one consumer over a pre-filled topic (``keys`` x ``repeats`` events), from its start to
+    the last job handled; ``waiting_only`` jobs just wait JOB_SECONDS (:class:`WaitingHandler`)."""
+    jobs_count = keys * repeats
+    await prefill(settings, keys, tiny_png(), FILTER, repeats=repeats, write_blobs=not waiting_only)
     jobs = JobStore.from_url(settings.database_url)
     await upgrade(jobs.engine)
-    inner = JobHandler(settings, jobs, open_blob_store(settings))
+    inner: RecordHandler = (
+        WaitingHandler(JOB_SECONDS) if waiting_only else JobHandler(settings, jobs, open_blob_store(settings))
+    )
     handler = CountingHandler(inner, jobs_count)
     consumer = consumer_type(settings, handler)
     started = time.perf_counter()
@@ -114,8 +158,11 @@ async def _jobs_per_s(
     finally:
         consumer.stop()
         await task
-        await inner.aclose()
+        if isinstance(inner, JobHandler):
+            await inner.aclose()
         await jobs.close()
+    if overlaps is not None:
+        overlaps.append(handler.same_key_overlaps)
     return jobs_count / elapsed_s
 
 

@@ -149,15 +149,18 @@ async def warm_up_broker(bootstrap_servers: str, scratch: Path) -> None:
             await consumer.stop()
 
 
-async def publish_uploads(settings: Settings, uploads: list[Upload], image_filter: FilterName) -> None:
-    """Append one ``image_process`` event per upload (round-robin over the partitions) and wait for the acks."""
+async def publish_uploads(
+    settings: Settings, uploads: list[Upload], image_filter: FilterName, *, repeats: int = 1
+) -> None:
+    """Append ``repeats`` ``image_process`` events per upload (its partition chosen round-robin over the uploads,
+    each round of events in upload order) and wait for the acks."""
     await create_topics(settings)
     producer = AIOKafkaProducer(**kafka_connection(settings), enable_idempotence=True, acks="all", linger_ms=5)
     await producer.start()
     try:
         with quiet_aiokafka():
             acks = []
-            for index, upload in enumerate(uploads):
+            for index, upload in [pair for _ in range(repeats) for pair in enumerate(uploads)]:
                 event = ImageProcessEvent(
                     event_id=uuid.uuid4(),
                     image_id=upload.image_id,
@@ -178,11 +181,18 @@ async def publish_uploads(settings: Settings, uploads: list[Upload], image_filte
 
 
 async def prefill(
-    settings: Settings, count: int, data: bytes, image_filter: FilterName, *, write_blobs: bool = True
+    settings: Settings,
+    count: int,
+    data: bytes,
+    image_filter: FilterName,
+    *,
+    write_blobs: bool = True,
+    repeats: int = 1,
 ) -> None:
-    """Store ``count`` uploads and publish their events: a topic full of work before the consumer starts."""
+    """Store ``count`` uploads and publish ``repeats`` events for each: a topic full of work before the consumer
+    starts (with ``repeats`` > 1, every key comes back that many times, as reprocessing would)."""
     uploads = await store_uploads(settings, count, data, write_blobs=write_blobs)
-    await publish_uploads(settings, uploads, image_filter)
+    await publish_uploads(settings, uploads, image_filter, repeats=repeats)
 
 
 class CountingHandler:
@@ -199,11 +209,19 @@ class CountingHandler:
         self.all_handled = asyncio.Event()
         self.first_at: float | None = None
         self.last_at: float | None = None
+        self.same_key_overlaps = 0  # records that started while another of their key ran: must stay 0
+        self._running: set[bytes | None] = set()
 
     async def handle(self, record: ConsumerRecord, attempt: int) -> str:
         if self.first_at is None:
             self.first_at = time.perf_counter()
-        outcome = await self.inner.handle(record, attempt)
+        if record.key in self._running:
+            self.same_key_overlaps += 1
+        self._running.add(record.key)
+        try:
+            outcome = await self.inner.handle(record, attempt)
+        finally:
+            self._running.discard(record.key)
         self.handled += 1
         if self.handled >= self.target:
             self.last_at = time.perf_counter()
@@ -212,6 +230,21 @@ class CountingHandler:
 
     async def record_failure(self, record: ConsumerRecord, error: BaseException, attempts: int) -> None:
         await self.inner.record_failure(record, error, attempts)
+
+
+class WaitingHandler:
+    """Handles a record by waiting ``job_s``, like a job that only waits on I/O: what is left is how the consumer
+    schedules records (no database, no image work to share the core with)."""
+
+    def __init__(self, job_s: float) -> None:
+        self.job_s = job_s
+
+    async def handle(self, record: ConsumerRecord, attempt: int) -> str:
+        await asyncio.sleep(self.job_s)
+        return "done"
+
+    async def record_failure(self, record: ConsumerRecord, error: BaseException, attempts: int) -> None:
+        return None
 
 
 class NoopHandler:
