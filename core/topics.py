@@ -6,6 +6,7 @@ one useful worker, so the pipeline never relies on it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 
@@ -43,14 +44,37 @@ async def ensure_topics(settings: Settings, topics: Sequence[str] = (), *, timeo
         if not missing:
             return
         response = await admin.create_topics(missing, timeout_ms=timeout_ms)
-    for topic, error_code, *_ in response.topic_errors:
-        error = for_code(error_code)
-        if error_code == 0:
-            logger.info("created topic %s", topic)
-        elif error in (TopicAuthorizationFailedError, ClusterAuthorizationFailedError):
-            logger.warning("not allowed to create topic %s: it must be created by a principal that may", topic)
-        elif error is not TopicAlreadyExistsError:
-            raise error(f"could not create topic {topic}")
+        created = []
+        for topic, error_code, *_ in response.topic_errors:
+            error = for_code(error_code)
+            if error_code == 0:
+                logger.info("created topic %s", topic)
+                created.append(topic)
+            elif error in (TopicAuthorizationFailedError, ClusterAuthorizationFailedError):
+                logger.warning("not allowed to create topic %s: it must be created by a principal that may", topic)
+            elif error is not TopicAlreadyExistsError:
+                raise error(f"could not create topic {topic}")
+        await _until_led(admin, created, timeout_ms / 1000)
+
+
+async def _until_led(admin: AIOKafkaAdminClient, topics: list[str], timeout_s: float) -> None:
+    """Wait until every partition of the new ``topics`` has a leader. A consumer that subscribes before the
+    broker's metadata lists them is assigned no partition, and only sees them at its next metadata refresh
+    (minutes later)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            while topics:
+                described = await admin.describe_topics(topics)
+                if all(
+                    topic["error_code"] == 0
+                    and topic["partitions"]
+                    and all(p["leader"] >= 0 for p in topic["partitions"])
+                    for topic in described
+                ):
+                    return
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        logger.warning("topics %s still have partitions without a leader after %.0f s", topics, timeout_s)
 
 
 class TopicMissing(LookupError):

@@ -65,12 +65,20 @@ def outage_lines(log: str) -> list[str]:
     return [line for line in log.splitlines() if " WARNING " in line or " ERROR " in line]
 
 
+@pytest.fixture
+async def jobs(pipeline: tuple[Settings, ApiProcess, WorkerProcess]) -> AsyncIterator[JobStore]:
+    store = JobStore.from_url(pipeline[0].database_url)
+    try:
+        yield store
+    finally:
+        await store.close()  # also when the test failed: a store left open warns in whichever test runs next
+
+
 async def test_a_503_is_never_processed_and_a_keyed_retry_runs_once(
-    own_broker: KafkaNode, pipeline: tuple[Settings, ApiProcess, WorkerProcess], images: ImageServer
+    own_broker: KafkaNode, pipeline: tuple[Settings, ApiProcess, WorkerProcess], images: ImageServer, jobs: JobStore
 ) -> None:
     settings, api, worker = pipeline
     await wait_until_ready(api.base_url)
-    jobs = JobStore.from_url(settings.database_url)
     unkeyed_path, keyed_path = f"/img/{uuid.uuid4().int % 1000}.png", "/img/7.png"
     async with httpx.AsyncClient(base_url=api.base_url, timeout=30) as client:
         warm_up = await client.post("/images", json={"url": images.url("/img/1.png"), "filter": "invert"})
@@ -113,7 +121,6 @@ async def test_a_503_is_never_processed_and_a_keyed_retry_runs_once(
 
     await eventually(lambda: _status_is(jobs, keyed_id, JobStatus.DONE), what="the keyed job done", timeout_s=90)
     await eventually(lambda: offsets_all_committed(settings), what="the worker read everything committed", timeout_s=90)
-    await jobs.close()
 
     committed = await read_topic(settings, settings.images_topic, committed_only=True)
     urls = [
