@@ -31,17 +31,6 @@ def _environment_settings() -> Settings:
     return load_settings()
 
 
-def bounded_protocol(settings: Settings) -> type[HttpToolsProtocol]:
-    """uvicorn's httptools protocol with the bounds of ``settings`` (pass it as ``uvicorn.run(http=...)``)."""
-
-    class Bounded(_BoundedHttpToolsProtocol):
-        max_header_bytes = settings.max_header_bytes
-        header_timeout_s = settings.header_timeout_s
-        body_timeout_s = settings.body_timeout_s
-
-    return Bounded
-
-
 class _BoundedHttpToolsProtocol(HttpToolsProtocol):
     max_header_bytes: int
     header_timeout_s: float

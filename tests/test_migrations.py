@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text, make_url, text
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.database import create_engine
@@ -25,6 +24,7 @@ from core.jobs import JobStatus, JobStore
 from core.processed import workers_database
 from core.schema import SchemaMismatch, SchemaState, head_revision, require_current, schema_state, upgrade
 from core.tables import metadata
+from tests.support.database import empty_postgres_database
 
 BIN = Path(sys.executable).parent
 UNREACHABLE_KAFKA = "127.0.0.1:9"  # the worker must refuse before it tries Kafka
@@ -38,14 +38,7 @@ async def empty_url(database_url: str, tmp_path: Path) -> AsyncIterator[str]:
     if database_url.startswith("sqlite"):
         yield f"sqlite:///{tmp_path / 'empty.db'}"
         return
-    name = f"migrations_{uuid.uuid4().hex[:12]}"
-    server = create_engine(database_url).execution_options(isolation_level="AUTOCOMMIT")
-    try:
-        async with server.connect() as connection:
-            await connection.execute(text(f"CREATE DATABASE {name}"))
-    finally:
-        await server.dispose()
-    yield make_url(database_url).set(database=name).render_as_string(hide_password=False)
+    yield await empty_postgres_database(database_url, "migrations")
 
 
 @pytest.fixture
@@ -133,14 +126,7 @@ async def test_from_empty_the_migrations_make_the_tables_of_core_tables(engine: 
 async def test_concurrent_upgrades_on_postgresql_take_turns(postgres_url: str) -> None:
     """Several hosts running image-migrate at once on PostgreSQL (SQLite is one machine's): one migrates, the others
     find the schema current."""
-    name = f"migrations_{uuid.uuid4().hex[:12]}"
-    server = create_engine(postgres_url).execution_options(isolation_level="AUTOCOMMIT")
-    try:
-        async with server.connect() as connection:
-            await connection.execute(text(f"CREATE DATABASE {name}"))
-    finally:
-        await server.dispose()
-    empty_url = make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    empty_url = await empty_postgres_database(postgres_url, "migrations")
     engines = [create_engine(empty_url) for _ in range(3)]
     try:
         answers = await asyncio.gather(*(upgrade(engine) for engine in engines), return_exceptions=True)

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from pathlib import Path
 
-import asyncpg  # type: ignore[import-untyped]
 import httpx
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
-from sqlalchemy import func, make_url, select
+from sqlalchemy import func, select
 
 from core.clients import running
 from core.database import create_engine
@@ -31,6 +29,7 @@ from core.topics import topic_partitions
 from scripts.kafka.local import KafkaCluster
 from tests.reliability.cluster import REPLICAS, busiest_partition_leader, in_sync
 from tests.reliability.harness import Figures, count_figures, drain, free_port, record_figures, wait_until_ready
+from tests.support.database import empty_postgres_database
 from tests.support.image_server import ImageServer
 from tests.support.images import png_bytes
 from tests.support.object_store import S3Server
@@ -48,13 +47,7 @@ SUBMIT_TRIES = 30
 async def fresh_database(server_url: str) -> str:
     """A migrated database of this scenario's own on the session's PostgreSQL server (its figures count whole
     tables)."""
-    name = f"share_nothing_{uuid.uuid4().hex[:8]}"
-    connection = await asyncpg.connect(server_url)
-    try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await connection.close()
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    url = await empty_postgres_database(server_url, "share_nothing")
     engine = create_engine(url)
     try:
         await upgrade(engine)

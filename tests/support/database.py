@@ -10,8 +10,12 @@ import atexit
 import functools
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
+from sqlalchemy import make_url, text
+
+from core.database import create_engine
 from core.schema import upgrade_sqlite
 
 
@@ -30,3 +34,16 @@ def _template() -> Path:
     path = Path(folder) / "jobs.db"
     upgrade_sqlite(path)
     return path
+
+
+async def empty_postgres_database(server_url: str, prefix: str) -> str:
+    """A new, empty database named ``<prefix>_<random>`` on the server of ``server_url``; its URL. Left to be
+    deleted with the session's server (a DROP DATABASE ... WITH (FORCE) lost the server mid-run)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    server = create_engine(server_url).execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        async with server.connect() as connection:
+            await connection.execute(text(f"CREATE DATABASE {name}"))
+    finally:
+        await server.dispose()
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
