@@ -9,15 +9,18 @@ the output"): a redelivered event is skipped, and of two workers racing on one e
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Executable, Table, bindparam, select, text
+from sqlalchemy import ColumnElement, Table, bindparam, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.dml import UpdateBase
 
 from core.database import create_engine
+from core.sqlite_lane import CompiledRead, CompiledWrite, SqliteLane, is_sqlite_file
 from core.tables import jobs_table, processed_events_table
 from schemas import BlobSource, DecodedEvent, ImageProcessV2, UrlSource
 
@@ -109,12 +112,17 @@ class JobStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._writes = _Writes.for_dialect(engine.dialect.name)
+        # The API's batched statements (rows of accepted jobs, Idempotency-Key look-ups) on SQLite go through a
+        # lane of their own; asyncpg already does a statement in one round trip.
+        self._lane = SqliteLane(engine.url.database or "") if is_sqlite_file(engine.url) else None
 
     @classmethod
     def from_url(cls, database_url: str) -> JobStore:
         return cls(create_engine(database_url))
 
     async def close(self) -> None:
+        if self._lane is not None:
+            await self._lane.close()
         await self.engine.dispose()
 
     async def ping(self) -> None:
@@ -125,9 +133,15 @@ class JobStore:
     async def record_accepted(self, *jobs: Job) -> None:
         """Insert ``jobs`` as accepted, in one transaction; where a worker got there first, keep its status and
         add what it lacks."""
-        if jobs:
-            async with self.engine.begin() as connection:
-                await connection.execute(self._writes.record_accepted, [_job_values(job) for job in jobs])
+        if not jobs:
+            return
+        values = [_job_values(job) for job in jobs]
+        if self._lane is not None:
+            rows = [_SQLITE_RECORD_ACCEPTED.parameters(value) for value in values]
+            await self._lane.run(lambda connection: connection.executemany(_SQLITE_RECORD_ACCEPTED.sql, rows))
+            return
+        async with self.engine.begin() as connection:
+            await connection.execute(self._writes.record_accepted, values)
 
     async def is_processed(self, event_id: str) -> bool:
         """Whether the work of event ``event_id`` is done (its processed-id row exists)."""
@@ -183,7 +197,19 @@ class JobStore:
             )
         return None if row is None else _job_from_row(row)
 
+    async def get_each(self, image_ids: list[str]) -> list[Job | None]:
+        """The job of each id, in order (None where there is none), read with one statement."""
+        rows: Sequence[Mapping[Any, Any]]
+        if self._lane is not None:
+            rows = await self._lane.run(lambda connection: _SQLITE_GET_EACH.execute(connection, image_ids))
+        else:
+            async with self.engine.connect() as connection:
+                rows = (await connection.execute(_GET_EACH, {"image_ids": image_ids})).mappings().all()
+        found = {row["image_id"]: _job_from_row(row) for row in rows}
+        return [found.get(image_id) for image_id in image_ids]
 
+
+_GET_EACH = select(jobs_table).where(jobs_table.c.image_id.in_(bindparam("image_ids", expanding=True)))
 _IS_PROCESSED = select(processed_events_table.c.event_id).where(
     processed_events_table.c.event_id == bindparam("event_id")
 )
@@ -197,11 +223,11 @@ class _Writes:
     them on every call took about a fifth of a worker's time on small images.
     """
 
-    record_accepted: Executable  # the API's row; a worker's status, if already there, is kept
-    mark_processing: Executable  # never turns a done job back
-    mark_done: Executable
-    mark_failed: Executable  # never turns a done job back
-    record_processed: Executable  # returns the event id, or nothing when it was already recorded
+    record_accepted: UpdateBase  # the API's row; a worker's status, if already there, is kept
+    mark_processing: UpdateBase  # never turns a done job back
+    mark_done: UpdateBase
+    mark_failed: UpdateBase  # never turns a done job back
+    record_processed: UpdateBase  # returns the event id, or nothing when it was already recorded
 
     @classmethod
     def for_dialect(cls, dialect: str) -> _Writes:
@@ -228,6 +254,11 @@ def _dialect_insert(dialect: str, table: Table) -> postgresql.Insert | sqlite.In
     if dialect == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
+
+
+# The API's batched statements on SQLite, for its lane (core.sqlite_lane): compiled once, run on sqlite3 directly.
+_SQLITE_RECORD_ACCEPTED = CompiledWrite(_Writes.for_dialect("sqlite").record_accepted, jobs_table)
+_SQLITE_GET_EACH = CompiledRead(jobs_table, "image_id")
 
 
 def _expect_status(job: Job, status: JobStatus) -> None:

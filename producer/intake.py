@@ -23,6 +23,7 @@ from typing import BinaryIO
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from core.batching import Batcher
 from core.blobs import BlobStore
 from core.jobs import Job, JobStatus, JobStore, utc_now
 from core.settings import Settings
@@ -41,6 +42,7 @@ UPLOADS_PREFIX = "uploads"
 SWEEP_INTERVAL_S = 3600.0
 # How long shutdown waits for job rows still being written in the background.
 ROW_WRITES_CLOSE_TIMEOUT_S = 10.0
+MAX_LOOKUPS_PER_STATEMENT = 500
 
 
 class IdempotencyKeyReused(Exception):
@@ -71,9 +73,14 @@ class JobIntake:
         self._blobs = blobs
         self._publisher = publisher
         self._rows = AcceptedRows(jobs)
+        # Idempotency-Keys of concurrent requests are looked up together: one statement, not one per request.
+        self._lookups: Batcher[str, Job | None] = Batcher(
+            jobs.get_each, max_batch=MAX_LOOKUPS_PER_STATEMENT, name="idempotency key look-ups"
+        )
 
     async def aclose(self) -> None:
         """Wait (bounded) for job rows still being written after their 202."""
+        await self._lookups.aclose(ROW_WRITES_CLOSE_TIMEOUT_S)
         await self._rows.aclose(ROW_WRITES_CLOSE_TIMEOUT_S)
 
     async def submit(
@@ -98,7 +105,7 @@ class JobIntake:
             scoped = idempotency_key if owner is None else f"{owner}:{idempotency_key}"
             image_id = uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"image:{scoped}")
             event_id = uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"event:{scoped}:{fingerprint}")
-            existing = await self._jobs.get(str(image_id))
+            existing = await self._lookups.submit(str(image_id))
             if existing is not None:
                 # A row without a fingerprint comes from an event older than v2: nothing to compare with.
                 if existing.request_fingerprint not in (None, fingerprint):
