@@ -69,11 +69,13 @@ def literal_ip(host: str) -> IPAddress | None:
     text = host.strip().rstrip(".")
     if text.startswith("[") and text.endswith("]"):
         text = text[1:-1]
+    if ":" not in text and not _LEGACY_IPV4.fullmatch(text):
+        return None  # a host name: checked first, as failing to parse one as an address is slow
     try:
         return ipaddress.ip_address(text.split("%", 1)[0] if ":" in text else text)
     except ValueError:
         pass
-    if not _LEGACY_IPV4.fullmatch(text):
+    if ":" in text:
         return None
     try:
         return ipaddress.IPv4Address(socket.inet_aton(text))

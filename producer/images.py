@@ -2,50 +2,39 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, Header, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
+from core.api_keys import Role
 from core.blobs import BlobMissing
 from core.jobs import Job, JobStatus
 from core.urls import redact_url
-from producer import openapi
-from producer.auth import Reader, Submitter
+from producer import idempotency_header, openapi
+from producer.auth import Reader, require
 from producer.body import UnsupportedMediaType, UploadsBusy, job_request
-from producer.deps import ServicesDep
+from producer.deps import ServicesDep, get_services
 from producer.intake import IdempotencyKeyReused
 from producer.models import JobAccepted, JobSource, JobView
 from producer.publisher import BrokerUnavailable
 
 router = APIRouter(prefix="/images", tags=["images"])
 
-MAX_IDEMPOTENCY_KEY_LENGTH = 255
-
 
 @router.post(
     "",
     status_code=202,
     summary="Submit an image job",
-    openapi_extra=openapi.SUBMIT_BODY,
+    openapi_extra={**openapi.SUBMIT_BODY, **openapi.BEARER, "parameters": [idempotency_header.PARAMETER]},
     responses=openapi.SUBMIT_RESPONSES,
 )
-async def submit_image(
-    request: Request,
-    services: ServicesDep,
-    principal: Submitter,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            description="Makes retries safe: the same key returns the same job and never creates a second one.",
-            min_length=1,
-            max_length=MAX_IDEMPOTENCY_KEY_LENGTH,
-            pattern=r"^[\x20-\x7e]+$",  # printable ASCII
-        ),
-    ] = None,
-) -> JSONResponse:
+async def submit_image(request: Request) -> JSONResponse:
     """Append an ``image_process`` event keyed by a new image id; answer once the broker acked it."""
+    principal = await require(request, Role.SUBMIT)
+    services = get_services(request)
+    idempotency_key = idempotency_header.idempotency_key(request)
     try:
         async with job_request(request, services.settings.max_upload_bytes) as (source, image_filter):
             acceptance = await services.intake.submit(source, image_filter, idempotency_key, owner=principal.key_id)

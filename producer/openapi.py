@@ -58,6 +58,8 @@ SUBMIT_BODY: dict[str, Any] = {
 }
 
 
+# The scheme RequireRole registers; for a route that checks the key itself (producer.auth.require).
+BEARER: dict[str, Any] = {"security": [{"HTTPBearer": []}]}
 RETRY_AFTER: dict[str, Any] = {
     "Retry-After": {"description": "Seconds to wait before retrying.", "required": True, "schema": {"type": "integer"}}
 }
