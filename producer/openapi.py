@@ -96,6 +96,11 @@ SUBMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
     202: ACCEPTED,
     409: {"model": Problem, "description": "The Idempotency-Key was already used for a different request."},
     415: {"model": Problem, "description": "The body is neither JSON nor multipart/form-data."},
+    # FastAPI documents 422 itself only for a route with parameters; this one reads its own (body, header).
+    422: {
+        "description": "The body or the Idempotency-Key is invalid; `detail` names each problem.",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}},
+    },
     503: {
         "model": Problem,
         "description": "The event log did not ack in time, or the job store is unavailable; retry after Retry-After.",
