@@ -1,4 +1,4 @@
-"""concurrency: what key-ordered concurrency buys for I/O-bound jobs, against the ideal and a partition-bound consumer.
+"""concurrency: what key-ordered concurrency buys, against the ideal, a partition-bound consumer and FastStream.
 
 One in-process worker consumes 100 ms I/O-bound jobs (16x16 uploads with ``JOB_EXTRA_DELAY_S=0.1``: a tiny
 filter plus a 100 ms wait, as a slow download would be) from a 6-partition topic at several concurrency
@@ -6,14 +6,21 @@ levels, each on a fresh topic, group and database. Each level is divided by its 
 and by a partition-bound consumer (:mod:`scripts.bench.partition_bound`) running the same JobHandler on the
 same kind of topic, whose own ideal is partitions / 0.1 s. Jobs per second are counted from the consumer's
 start to the last job handled, so each figure includes one group join.
+
+The peer is FastStream's subscriber (:mod:`scripts.bench.peer_worker`) with the same handler: on jobs that only
+wait, in both acknowledgement modes, against the Worker at the same concurrency; and on CPU-bound jobs (a blur
+of a large photo-like PNG, through the real JobHandler) acking after processing, against the Worker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 from typing import Protocol
+
+from faststream import AckPolicy
 
 from consumer.handler import JobHandler
 from consumer.retry import RecordHandler
@@ -25,8 +32,9 @@ from core.settings import Settings
 from schemas import FilterName
 from scripts.bench.context import Context
 from scripts.bench.partition_bound import PartitionBoundConsumer
+from scripts.bench.peer_worker import FastStreamConsumer
 from scripts.bench.results import Benchmark, FigureSpec, Goal, Plan, Run
-from scripts.bench.workload import CountingHandler, WaitingHandler, prefill, tiny_png, wait_for
+from scripts.bench.workload import CountingHandler, WaitingHandler, photo_png, prefill, tiny_png, wait_for
 
 NAME = "concurrency"
 JOB_SECONDS = 0.1
@@ -41,6 +49,11 @@ REPEATED_IDEAL = f"ideal waiting jobs c={REPEATED_LEVEL} jobs/s"
 DISTINCT = f"waiting jobs c={REPEATED_LEVEL}, distinct keys jobs/s"
 REPEATED = f"waiting jobs c={REPEATED_LEVEL}, repeated keys jobs/s"
 OVERLAPS = "repeated keys: same-key overlaps"
+PEER_ACK = f"FastStream ACK after processing, waiting jobs c={REPEATED_LEVEL} jobs/s"
+PEER_ACK_FIRST = f"FastStream ACK_FIRST (commits first), waiting jobs c={REPEATED_LEVEL} jobs/s"
+CPU_FILTER = FilterName.BLUR
+CPU_OURS = "CPU-bound, Worker jobs/s"
+CPU_PEER = "CPU-bound, FastStream ACK after processing jobs/s"
 JOBS_TIMEOUT_S = 300.0
 
 
@@ -62,19 +75,38 @@ def repeated_keys(quick: bool) -> tuple[int, int]:
     return (12, 3) if quick else (60, 10)
 
 
+def cpu_bound(quick: bool) -> tuple[int, int]:
+    """Jobs, and the image side in pixels, of the CPU-bound comparison."""
+    return (6, 256) if quick else (24, 1024)
+
+
 def plan(quick: bool) -> Plan:
     figures: list[FigureSpec] = [FigureSpec(BOUND_IDEAL, "jobs/s"), FigureSpec(BOUND, "jobs/s", (BOUND_IDEAL,))]
     for level in levels(quick):
         figures.append(FigureSpec(f"ideal c={level} jobs/s", "jobs/s"))
         figures.append(FigureSpec(f"concurrency {level} jobs/s", "jobs/s", (f"ideal c={level} jobs/s", BOUND)))
     figures.append(FigureSpec(REPEATED_IDEAL, "jobs/s"))
-    figures.append(FigureSpec(DISTINCT, "jobs/s", (REPEATED_IDEAL,)))
+    figures.append(FigureSpec(PEER_ACK, "jobs/s", (REPEATED_IDEAL,)))
+    figures.append(FigureSpec(PEER_ACK_FIRST, "jobs/s", (REPEATED_IDEAL,)))
+    figures.append(FigureSpec(DISTINCT, "jobs/s", (REPEATED_IDEAL, PEER_ACK, PEER_ACK_FIRST)))
     figures.append(FigureSpec(REPEATED, "jobs/s", (REPEATED_IDEAL, DISTINCT)))
     figures.append(FigureSpec(OVERLAPS, "records", higher_is_better=False))
+    figures.append(FigureSpec(CPU_PEER, "jobs/s"))
+    figures.append(FigureSpec(CPU_OURS, "jobs/s", (CPU_PEER,)))
     goals = (
+        Goal(
+            f"waiting jobs c={REPEATED_LEVEL} >= 4x FastStream acking after processing",
+            DISTINCT,
+            ">=",
+            4.0,
+            baseline=PEER_ACK,
+        ),
+        Goal(f"waiting jobs >= 0.8 of the ideal (c={REPEATED_LEVEL})", DISTINCT, ">=", 0.8, baseline=REPEATED_IDEAL),
+        Goal("CPU-bound jobs >= 1.0x FastStream acking after processing", CPU_OURS, ">=", 1.0, baseline=CPU_PEER),
         Goal(f"repeated keys >= 0.8 of the ideal (c={REPEATED_LEVEL})", REPEATED, ">=", 0.8, baseline=REPEATED_IDEAL),
         Goal("repeated keys: no two records of one key at once", OVERLAPS, "<", 0.5),
     )
+    cpu_jobs, cpu_px = cpu_bound(quick)
     return Plan(
         figures=tuple(figures),
         goals=goals,
@@ -88,6 +120,10 @@ def plan(quick: bool) -> Plan:
             "worker": "one in-process consumer.worker.Worker with JobHandler (SQLite in a temp dir)",
             "partition_bound": "aiokafka loop, one sequential task per partition, same JobHandler, "
             "commits every COMMIT_INTERVAL_S",
+            "faststream": f"FastStream {faststream_version()} KafkaBroker subscriber, max_workers={REPEATED_LEVEL} "
+            "(waiting jobs) or WORKER_CONCURRENCY (CPU-bound), same handler, auto_offset_reset=earliest",
+            "cpu_bound": f"{cpu_jobs} jobs, {cpu_px}x{cpu_px} PNG (gradients, noise, shapes), filter "
+            f"{CPU_FILTER.value}, JobHandler, WORKER_CONCURRENCY default for both",
         },
         notes=("The ideal figures are computed (concurrency / 0.1 s, partitions / 0.1 s), not measured.",),
     )
@@ -119,6 +155,21 @@ async def measure(ctx: Context) -> Run:
         )
         ctx.say(NAME, f"{figure}: {rate:.1f} ({key_count} keys x {per_key}, {rate / values[REPEATED_IDEAL]:.0%})")
     values[OVERLAPS] = float(sum(overlaps))
+    for figure, policy in ((PEER_ACK, AckPolicy.ACK), (PEER_ACK_FIRST, AckPolicy.ACK_FIRST)):
+        settings = ctx.fresh_settings(NAME, topic_partitions=PARTITIONS, worker_concurrency=REPEATED_LEVEL)
+        peer = functools.partial(FastStreamConsumer, ack_policy=policy, max_workers=REPEATED_LEVEL)
+        values[figure] = rate = await _jobs_per_s(settings, keys * repeats, peer, waiting_only=True)
+        ctx.say(NAME, f"{figure}: {rate:.1f}")
+    jobs, side_px = cpu_bound(quick)
+    photo = photo_png(side_px)
+    concurrency = Settings().worker_concurrency
+    for figure, consumer in (
+        (CPU_PEER, functools.partial(FastStreamConsumer, ack_policy=AckPolicy.ACK, max_workers=concurrency)),
+        (CPU_OURS, Worker),
+    ):
+        settings = ctx.fresh_settings(NAME, topic_partitions=PARTITIONS)
+        values[figure] = rate = await _jobs_per_s(settings, jobs, consumer, data=photo, image_filter=CPU_FILTER)
+        ctx.say(NAME, f"{figure}: {rate:.2f} ({jobs} jobs of {side_px}x{side_px})")
     return Run(values)
 
 
@@ -138,11 +189,13 @@ async def _jobs_per_s(
     repeats: int = 1,
     overlaps: list[int] | None = None,
     waiting_only: bool = False,
+    data: bytes | None = None,
+    image_filter: FilterName = FILTER,
 ) -> float:
     """Jobs per second of one consumer over a pre-filled topic (``keys`` x ``repeats`` events), from its start to
     the last job handled; ``waiting_only`` jobs just wait JOB_SECONDS (:class:`WaitingHandler`)."""
     jobs_count = keys * repeats
-    await prefill(settings, keys, tiny_png(), FILTER, repeats=repeats, write_blobs=not waiting_only)
+    await prefill(settings, keys, data or tiny_png(), image_filter, repeats=repeats, write_blobs=not waiting_only)
     jobs = JobStore.from_url(settings.database_url)
     await upgrade(jobs.engine)
     inner: RecordHandler = (
@@ -153,7 +206,13 @@ async def _jobs_per_s(
     started = time.perf_counter()
     task = asyncio.create_task(consumer.run())
     try:
-        await wait_for(handler.all_handled, JOBS_TIMEOUT_S, f"{jobs_count} jobs handled")
+        handled = asyncio.create_task(wait_for(handler.all_handled, JOBS_TIMEOUT_S, f"{jobs_count} jobs handled"))
+        await asyncio.wait([handled, task], return_when=asyncio.FIRST_COMPLETED)
+        if not handled.done():  # the consumer ended (failed) first: its error, not a timeout 5 minutes later
+            handled.cancel()
+            await task
+            raise RuntimeError("the consumer stopped before handling every job")
+        await handled
         elapsed_s = time.perf_counter() - started
     finally:
         consumer.stop()
@@ -166,4 +225,12 @@ async def _jobs_per_s(
     return jobs_count / elapsed_s
 
 
-BENCHMARK = Benchmark(NAME, "key-ordered concurrency against the ideal and a partition-bound consumer", plan, measure)
+def faststream_version() -> str:
+    from importlib.metadata import version
+
+    return version("faststream")
+
+
+BENCHMARK = Benchmark(
+    NAME, "key-ordered concurrency against the ideal, a partition-bound consumer and FastStream", plan, measure
+)

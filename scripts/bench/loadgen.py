@@ -22,6 +22,7 @@ import json
 import resource
 import sys
 import time
+import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -52,6 +53,7 @@ class LoadSpec:
     upload_px: int = 16
     expect_status: int = 202
     record_ids: bool = False
+    idempotency_keys: bool = False
     drain_timeout_s: float = 10.0
 
     def argv(self) -> list[str]:
@@ -64,6 +66,8 @@ class LoadSpec:
             args += ["--rate", repr(self.rate_per_s)]
         if self.record_ids:
             args.append("--record-ids")
+        if self.idempotency_keys:
+            args.append("--idempotency-keys")
         return args
 
 
@@ -113,6 +117,7 @@ def parse_args(argv: Sequence[str] | None = None) -> LoadSpec:
     parser.add_argument("--upload-px", type=positive_int, default=16, help="side of the uploaded PNG")
     parser.add_argument("--expect-status", type=int, default=202, help="the status that counts as success")
     parser.add_argument("--record-ids", action="store_true", help="report each accepted job's id and send time")
+    parser.add_argument("--idempotency-keys", action="store_true", help="a new Idempotency-Key on every request")
     parser.add_argument("--drain-timeout-s", type=positive_float, default=10.0, help="open loop: wait for answers")
     return LoadSpec(**vars(parser.parse_args(argv)))
 
@@ -213,6 +218,8 @@ async def _open_loop(
 def _body_factory(spec: LoadSpec) -> Callable[[], tuple[Any, dict[str, str]]]:
     if spec.body == "json":
         payload = json.dumps({"url": spec.image_url, "filter": spec.filter}).encode()
+        if spec.idempotency_keys:
+            return lambda: (payload, {"content-type": "application/json", "idempotency-key": uuid.uuid4().hex})
         return lambda: (payload, {"content-type": "application/json"})
     import aiohttp
     from PIL import Image

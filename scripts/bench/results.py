@@ -11,7 +11,7 @@ from typing import Any, Literal
 from scripts.bench.context import Context
 from scripts.bench.stats import paired_ratio
 
-_OPERATORS: dict[str, Callable[[float, float], bool]] = {">=": operator.ge, "<": operator.lt}
+_OPERATORS: dict[str, Callable[[float, float], bool]] = {">=": operator.ge, "<": operator.lt, "<=": operator.le}
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +30,7 @@ class Goal:
 
     text: str
     figure: str
-    op: Literal[">=", "<"]
+    op: Literal[">=", "<", "<="]
     threshold: float
     baseline: str | None = None
 

@@ -85,10 +85,10 @@ async def wait_http_ok(service: Service, url: str, timeout_s: float = READY_TIME
 
 
 @contextlib.asynccontextmanager
-async def api_server(settings: Settings, folder: Path) -> AsyncIterator[str]:
-    """``image-api`` on a free port, ready (broker and database answer); yields its base URL."""
+async def api_server(settings: Settings, folder: Path, processes: int = 1) -> AsyncIterator[str]:
+    """``image-api`` (``--workers processes``) on a free port, ready (broker and database answer); yields its URL."""
     [port] = free_ports(1)
-    argv = [console_script("image-api"), *UVICORN_OPTIONS, "--port", str(port)]
+    argv = [console_script("image-api"), *UVICORN_OPTIONS, "--port", str(port), "--workers", str(processes)]
     service = Service(argv, settings.as_environment(), folder / "image-api.log")
     try:
         await wait_http_ok(service, f"http://127.0.0.1:{port}/readyz")
@@ -103,6 +103,19 @@ async def bare_server(folder: Path) -> AsyncIterator[str]:
     [port] = free_ports(1)
     argv = [sys.executable, "-m", "uvicorn", "scripts.bench.bare_app:app", *BARE_UVICORN_OPTIONS, "--port", str(port)]
     service = Service(argv, {}, folder / "bare-app.log")
+    try:
+        await wait_http_ok(service, f"http://127.0.0.1:{port}/healthz")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await service.stop()
+
+
+@contextlib.asynccontextmanager
+async def peer_server(settings: Settings, folder: Path) -> AsyncIterator[str]:
+    """The FastStream peer endpoint (:mod:`scripts.bench.peer_app`) under uvicorn as the bare app; yields its URL."""
+    [port] = free_ports(1)
+    argv = [sys.executable, "-m", "uvicorn", "scripts.bench.peer_app:app", *BARE_UVICORN_OPTIONS, "--port", str(port)]
+    service = Service(argv, settings.as_environment(), folder / "peer-app.log")
     try:
         await wait_http_ok(service, f"http://127.0.0.1:{port}/healthz")
         yield f"http://127.0.0.1:{port}"
