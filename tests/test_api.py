@@ -190,14 +190,16 @@ async def test_other_media_types_get_415(api: httpx.AsyncClient) -> None:
     assert "multipart/form-data" in response.json()["detail"]
 
 
-async def test_bad_idempotency_key_gets_422(api: httpx.AsyncClient) -> None:
+@pytest.mark.parametrize(
+    ("key", "error_type"), [("x" * 300, "string_too_long"), ("tab\there", "string_pattern_mismatch")]
+)
+async def test_bad_idempotency_key_gets_422(api: httpx.AsyncClient, key: str, error_type: str) -> None:
     response = await api.post(
-        "/images",
-        json={"url": "https://example.com/a.png", "filter": "blur"},
-        headers={"Idempotency-Key": "x" * 300},
+        "/images", json={"url": "https://example.com/a.png", "filter": "blur"}, headers={"Idempotency-Key": key}
     )
     assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == ["header", "idempotency-key"]
+    [problem] = response.json()["detail"]
+    assert (problem["loc"], problem["type"]) == (["header", "idempotency-key"], error_type)
 
 
 NON_PUBLIC_LITERAL_URLS = [

@@ -52,6 +52,13 @@ async def test_accepted_job_reads_back_with_aware_timestamps(store: JobStore) ->
     assert stored.requested_at.tzinfo is not None
 
 
+async def test_jobs_are_read_in_the_order_asked_with_none_for_unknown_ones(store: JobStore) -> None:
+    first, second = accepted_job(), accepted_job()
+    await store.record_accepted(first, second)
+    assert await store.get_each([second.image_id, str(uuid.uuid4()), first.image_id]) == [second, None, first]
+    assert await store.get_each([]) == []
+
+
 async def test_unknown_job_is_none(store: JobStore) -> None:
     assert await store.get(str(uuid.uuid4())) is None
 
