@@ -5,7 +5,7 @@ return) is a hop to aiosqlite's thread and back with SQLAlchemy's execution mach
 per batch to a thread of our own cost a GIL hand-off each way. For the rows of accepted jobs and the
 Idempotency-Key look-ups that was about 40 % of ``POST /images``'s CPU. Here the statement SQLAlchemy compiled
 once runs as one ``executemany`` (or one ``SELECT``) with SQLAlchemy's own type processors for the values, on the
-event loop unless it would have to wait. Same file, same pragmas as the async engine.
+event loop unless it would have to wait. Same file, and the async engine's journal mode and synchronous level.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from sqlalchemy.sql.dml import UpdateBase
 from core.database import SQLITE_BUSY_TIMEOUT_MS
 
 T = TypeVar("T")
-Connection = sqlite3.Connection
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +84,9 @@ class SqliteLane:
         await asyncio.get_running_loop().run_in_executor(self._thread, self._close_there)
         self._thread.shutdown(wait=False)
 
-    def _connect(self, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS, wal_autocheckpoint: int = 1000) -> Connection:
+    def _connect(
+        self, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS, wal_autocheckpoint: int = 1000
+    ) -> sqlite3.Connection:
         # mode=rw: a missing file is an error here, as with the async engine, not a new empty database. WAL mode
         # is the file's own (the async engine sets it); asking for it again would need a lock a writer may hold.
         uri = pathlib.Path(self._path).as_uri() + "?mode=rw"

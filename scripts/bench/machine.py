@@ -13,7 +13,18 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("aiokafka", "fastapi", "uvicorn", "uvloop", "httptools", "aiohttp", "pillow", "sqlalchemy", "aiosqlite")
+PACKAGES = (
+    "aiokafka",
+    "fastapi",
+    "uvicorn",
+    "uvloop",
+    "httptools",
+    "aiohttp",
+    "pillow",
+    "sqlalchemy",
+    "aiosqlite",
+    "faststream",
+)
 
 
 def machine() -> dict[str, Any]:

@@ -100,22 +100,23 @@ async def api_server(settings: Settings, folder: Path, processes: int = 1) -> As
 @contextlib.asynccontextmanager
 async def bare_server(folder: Path) -> AsyncIterator[str]:
     """The bare endpoint (:mod:`scripts.bench.bare_app`) under uvicorn with image-api's options; yields its URL."""
-    [port] = free_ports(1)
-    argv = [sys.executable, "-m", "uvicorn", "scripts.bench.bare_app:app", *BARE_UVICORN_OPTIONS, "--port", str(port)]
-    service = Service(argv, {}, folder / "bare-app.log")
-    try:
-        await wait_http_ok(service, f"http://127.0.0.1:{port}/healthz")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await service.stop()
+    async with _uvicorn_app("scripts.bench.bare_app:app", {}, folder / "bare-app.log") as url:
+        yield url
 
 
 @contextlib.asynccontextmanager
 async def peer_server(settings: Settings, folder: Path) -> AsyncIterator[str]:
     """The FastStream peer endpoint (:mod:`scripts.bench.peer_app`) under uvicorn as the bare app; yields its URL."""
+    async with _uvicorn_app("scripts.bench.peer_app:app", settings.as_environment(), folder / "peer-app.log") as url:
+        yield url
+
+
+@contextlib.asynccontextmanager
+async def _uvicorn_app(app: str, env: dict[str, str], log_path: Path) -> AsyncIterator[str]:
+    """``app`` under ``python -m uvicorn`` with image-api's options on a free port, once ``/healthz`` answers."""
     [port] = free_ports(1)
-    argv = [sys.executable, "-m", "uvicorn", "scripts.bench.peer_app:app", *BARE_UVICORN_OPTIONS, "--port", str(port)]
-    service = Service(argv, settings.as_environment(), folder / "peer-app.log")
+    argv = [sys.executable, "-m", "uvicorn", app, *BARE_UVICORN_OPTIONS, "--port", str(port)]
+    service = Service(argv, env, log_path)
     try:
         await wait_http_ok(service, f"http://127.0.0.1:{port}/healthz")
         yield f"http://127.0.0.1:{port}"
