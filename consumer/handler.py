@@ -118,7 +118,11 @@ class JobHandler:
         event_id = str(event.event_id)
         started_at = utc_now()
         job = dataclasses.replace(
-            Job.from_event(event, JobStatus.PROCESSING, attempts=attempt, now=started_at), started_at=started_at
+            Job.from_event(event, JobStatus.PROCESSING, attempts=attempt, now=started_at),
+            started_at=started_at,
+            kafka_topic=record.topic,
+            kafka_partition=record.partition,
+            kafka_offset=record.offset,
         )
         started = await _database(self._jobs.mark_processing(job, event_id=event_id))
         if started is None:

@@ -27,7 +27,19 @@ from schemas import BlobSource, DecodedEvent, ImageProcessV2, UrlSource
 # What the API writes over a row a worker created first: how the job was requested.
 _REQUEST_COLUMNS = ("filter", "source_url", "blob_key", "request_fingerprint", "requested_at", "owner")
 # What a worker writes about a job, per state. request_fingerprint and the request's description are the API's.
-_PROCESSING_COLUMNS = ("status", "updated_at", "started_at", "finished_at", "attempts", "executions", "error")
+# The Kafka coordinates are the record it last started from: a redelivery or a redrive replaces them.
+_PROCESSING_COLUMNS = (
+    "status",
+    "updated_at",
+    "started_at",
+    "finished_at",
+    "attempts",
+    "executions",
+    "error",
+    "kafka_topic",
+    "kafka_partition",
+    "kafka_offset",
+)
 _DONE_COLUMNS = ("status", "updated_at", "finished_at", "attempts", "error", "result_key")
 _FAILED_COLUMNS = ("status", "updated_at", "finished_at", "attempts", "error")
 
@@ -60,6 +72,10 @@ class Job:
     error: str | None = None
     result_key: str | None = None
     owner: str | None = None
+    # Where the record a worker last started the job from sits; its key is the image id.
+    kafka_topic: str | None = None
+    kafka_partition: int | None = None
+    kafka_offset: int | None = None
 
     @classmethod
     def from_event(
@@ -283,6 +299,9 @@ def _job_values(job: Job) -> dict[str, Any]:
         "error": job.error,
         "result_key": job.result_key,
         "owner": job.owner,
+        "kafka_topic": job.kafka_topic,
+        "kafka_partition": job.kafka_partition,
+        "kafka_offset": job.kafka_offset,
     }
 
 
@@ -307,4 +326,7 @@ def _job_from_row(row: Any) -> Job:
         error=row["error"],
         result_key=row["result_key"],
         owner=row["owner"],
+        kafka_topic=row["kafka_topic"],
+        kafka_partition=row["kafka_partition"],
+        kafka_offset=row["kafka_offset"],
     )

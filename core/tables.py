@@ -9,7 +9,7 @@ These definitions are what the code reads and writes; the database gets them thr
 
 from __future__ import annotations
 
-from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -33,6 +33,15 @@ jobs_table = Table(
     Column("error", Text, nullable=True),
     Column("result_key", String(512), nullable=True),
     Column("owner", String(36), nullable=True),  # the API key that submitted it (none with auth off)
+    # The record a worker last started the job from (its key is the image id); none until a worker has.
+    Column("kafka_topic", String(249), nullable=True),  # 249: Kafka's longest topic name
+    Column("kafka_partition", Integer, nullable=True),
+    Column("kafka_offset", BigInteger, nullable=True),
+    # Listing newest first, keyset-paginated by (requested_at, image_id); with a status filter; jobs finished per
+    # second (only finished jobs have finished_at).
+    Index("ix_jobs_requested_at_image_id", "requested_at", "image_id"),
+    Index("ix_jobs_status_requested_at", "status", "requested_at"),
+    Index("ix_jobs_finished_at", "finished_at"),
 )
 
 processed_events_table = Table(

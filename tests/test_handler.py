@@ -98,6 +98,7 @@ async def test_uploaded_image_is_filtered_stored_and_the_job_done(
     assert result.tobytes() == expected.tobytes()
     job = await stored_job(jobs, event)
     assert (job.status, job.result_key, job.error, job.attempts) == (JobStatus.DONE, result_key, None, 1)
+    assert (job.kafka_topic, job.kafka_partition, job.kafka_offset) == ("images", 2, 7)
     assert job.started_at is not None
     assert job.finished_at is not None
     assert await jobs.is_processed(str(event.event_id))

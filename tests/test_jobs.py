@@ -326,3 +326,22 @@ async def test_each_start_of_a_job_counts_as_an_execution(store: JobStore) -> No
     stored = await store.get(job.image_id)
     assert stored is not None
     assert (stored.attempts, stored.executions) == (1, 2)
+
+
+async def test_a_start_records_the_records_coordinates_and_a_later_start_replaces_them(store: JobStore) -> None:
+    job = accepted_job()
+    await store.record_accepted(job)
+    first = worker_job(job.image_id, JobStatus.PROCESSING, kafka_topic="images", kafka_partition=1, kafka_offset=41)
+    assert await store.mark_processing(first, event_id=str(uuid.uuid4()))
+    await store.record_accepted(job)  # the API's late row keeps the worker's coordinates
+    stored = await store.get(job.image_id)
+    assert stored is not None
+    assert (stored.kafka_topic, stored.kafka_partition, stored.kafka_offset) == ("images", 1, 41)
+
+    redriven = worker_job(job.image_id, JobStatus.PROCESSING, kafka_topic="images", kafka_partition=1, kafka_offset=90)
+    assert await store.mark_processing(redriven, event_id=str(uuid.uuid4()))
+    assert await store.complete(worker_job(job.image_id, JobStatus.DONE, kafka_offset=None), event_id="e")
+
+    stored = await store.get(job.image_id)
+    assert stored is not None
+    assert (stored.status, stored.kafka_partition, stored.kafka_offset) == (JobStatus.DONE, 1, 90)

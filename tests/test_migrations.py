@@ -4,6 +4,7 @@ refusal of every process to run on a database at another schema."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import os
 import shutil
@@ -14,16 +15,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, Text, text
+from sqlalchemy import Column, Connection, DateTime, Integer, MetaData, String, Table, Text, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.database import create_engine
-from core.jobs import JobStatus, JobStore
+from core.jobs import Job, JobStatus, JobStore, utc_now
 from core.processed import workers_database
-from core.schema import SchemaMismatch, SchemaState, head_revision, require_current, schema_state, upgrade
-from core.tables import metadata
+from core.schema import (
+    MIGRATIONS_DIR,
+    SchemaMismatch,
+    SchemaState,
+    head_revision,
+    require_current,
+    schema_state,
+    upgrade,
+)
+from core.tables import jobs_table, metadata
 from tests.support.database import empty_postgres_database
 
 BIN = Path(sys.executable).parent
@@ -50,10 +61,26 @@ async def engine(empty_url: str) -> AsyncIterator[AsyncEngine]:
         await engine.dispose()
 
 
-async def schema_differences(engine: AsyncEngine) -> list[Any]:
-    """What Alembic's autogenerate would change to make the database match core/tables.py (nothing, if equal)."""
+async def schema_differences(engine: AsyncEngine, tables: MetaData = metadata) -> list[Any]:
+    """What Alembic's autogenerate would change to make the database match ``tables`` (by default core/tables.py;
+    nothing, if equal)."""
     async with engine.connect() as connection:
-        return await connection.run_sync(lambda sync: compare_metadata(MigrationContext.configure(sync), metadata))
+        return await connection.run_sync(lambda sync: compare_metadata(MigrationContext.configure(sync), tables))
+
+
+async def downgrade(engine: AsyncEngine, revision: str) -> None:
+    """Take the database down to ``revision`` in one transaction (image-migrate never does; the revisions can)."""
+
+    def run(connection: Connection) -> None:
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+
+    async with engine.begin() as connection:
+        if connection.dialect.name == "sqlite":
+            await connection.exec_driver_sql("BEGIN")  # as core.schema.upgrade: DDL inside the transaction
+        await connection.run_sync(run)
 
 
 def run(command: list[str], database_url: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -65,11 +92,12 @@ def run(command: list[str], database_url: str, **env: str) -> subprocess.Complet
     )
 
 
-def release_tables(*, executions: bool) -> MetaData:
-    """The tables an earlier release's create_all made: the first had no ``executions``, and none had ``owner``
-    or api_keys (the last release, today's core/tables.py, added those)."""
+def release_tables(*, executions: bool, owner_and_keys: bool = False) -> MetaData:
+    """The tables a release before migrations made with create_all: the first had no ``executions``, and only the
+    last had ``owner`` and api_keys (the baseline revision's tables)."""
     old = MetaData()
     optional: list[Column[Any]] = [Column("executions", Integer, nullable=False, server_default="0")] * executions
+    optional += [Column("owner", String(36))] * owner_and_keys
     Table(
         "jobs",
         old,
@@ -95,7 +123,21 @@ def release_tables(*, executions: bool) -> MetaData:
         Column("image_id", String(36), nullable=False),
         Column("processed_at", DateTime(timezone=True), nullable=False),
     )
+    if owner_and_keys:
+        Table(
+            "api_keys",
+            old,
+            Column("key_id", String(36), primary_key=True),
+            Column("name", String(128), nullable=False, unique=True),
+            Column("secret_sha256", String(64), nullable=False, unique=True),
+            Column("roles", String(64), nullable=False),
+            Column("created_at", DateTime(timezone=True), nullable=False),
+            Column("revoked_at", DateTime(timezone=True)),
+        )
     return old
+
+
+LAST_RELEASE = release_tables(executions=True, owner_and_keys=True)
 
 
 async def make_old_database(engine: AsyncEngine, tables: MetaData) -> None:
@@ -123,6 +165,43 @@ async def test_from_empty_the_migrations_make_the_tables_of_core_tables(engine: 
     assert again.current
 
 
+async def test_kafka_coordinates_revision_goes_down_and_up_again_keeping_the_jobs(engine: AsyncEngine) -> None:
+    await upgrade(engine)
+    store = JobStore(engine)
+    now = utc_now()
+    job = Job(
+        image_id=OLD_JOB,
+        status=JobStatus.PROCESSING,
+        filter="blur",
+        source_url="https://example.com/a.png",
+        blob_key=None,
+        request_fingerprint=None,
+        requested_at=now,
+        updated_at=now,
+        kafka_topic="images",
+        kafka_partition=2,
+        kafka_offset=2**40,  # beyond 32 bits: BigInteger
+    )
+    assert await store.mark_processing(job, event_id=OLD_JOB)
+    assert await store.get(OLD_JOB) == dataclasses.replace(job, executions=1)
+
+    await downgrade(engine, "0001")
+
+    assert await schema_differences(engine, LAST_RELEASE) == []
+    async with engine.connect() as connection:
+        assert (await connection.execute(select(jobs_table.c.image_id))).scalars().all() == [OLD_JOB]
+    await upgrade(engine)
+    assert await schema_differences(engine) == []
+    stored = await store.get(OLD_JOB)
+    assert stored is not None
+    assert (stored.status, stored.kafka_topic, stored.kafka_partition, stored.kafka_offset) == (
+        JobStatus.PROCESSING,
+        None,
+        None,
+        None,
+    )
+
+
 async def test_concurrent_upgrades_on_postgresql_take_turns(postgres_url: str) -> None:
     """Several hosts running image-migrate at once on PostgreSQL (SQLite is one machine's): one migrates, the others
     find the schema current."""
@@ -143,7 +222,7 @@ async def test_concurrent_upgrades_on_postgresql_take_turns(postgres_url: str) -
 @pytest.mark.parametrize(
     "release",
     [
-        pytest.param(metadata, id="last-release"),
+        pytest.param(LAST_RELEASE, id="last-release"),
         pytest.param(release_tables(executions=True), id="with-executions"),
         pytest.param(release_tables(executions=False), id="first-release"),
     ],
@@ -170,7 +249,7 @@ async def test_image_migrate_adopts_a_database_create_all_made(
 
 
 async def test_check_says_where_the_schema_is(engine: AsyncEngine, empty_url: str) -> None:
-    await make_old_database(engine, metadata)
+    await make_old_database(engine, LAST_RELEASE)
 
     behind = run(["image-migrate", "--check"], empty_url)
     assert behind.returncode == 1
@@ -231,7 +310,7 @@ async def test_a_database_a_newer_release_migrated_is_refused(
 
 
 async def test_image_replay_refuses_a_workers_database_at_another_schema(engine: AsyncEngine, empty_url: str) -> None:
-    await make_old_database(engine, metadata)
+    await make_old_database(engine, LAST_RELEASE)
 
     with pytest.raises(SchemaMismatch, match="predates schema migrations"):
         async with workers_database(empty_url):
