@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 
+from core.times import parse_aware_datetime  # standard library only, like this module
+
 
 def positive_int(text: str) -> int:
     """An ``argparse`` type: a whole number of at least 1."""
@@ -26,20 +28,6 @@ def positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
-
-
-def parse_aware_datetime(text: str) -> dt.datetime:
-    """An ISO-8601 date-time with a zone (``2026-11-27T10:00:00Z``, ``...+01:00``).
-
-    Raises ValueError saying what is wrong: a time without a zone would silently mean the machine's local time.
-    """
-    try:
-        moment = dt.datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(f"{text!r} is not an ISO-8601 date-time, e.g. 2026-11-27T10:00:00Z") from None
-    if moment.tzinfo is None:
-        raise ValueError(f"{text!r} has no zone: give a time zone such as Z or +01:00")
-    return moment
 
 
 def aware_datetime(text: str) -> dt.datetime:

@@ -15,14 +15,22 @@ import uuid
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import ConsumerRecord
 
+from core import redrive
+from core.dead_letter_reader import committed_offsets, header
 from core.jobs import JobStatus, JobStore
+from core.redrive import RedriveOptions
 from core.settings import Settings
-from core.topics import ensure_topics
-from scripts.replay import redrive
-from scripts.replay.dead_letter_reader import committed_offsets, header
-from scripts.replay.redrive import RedriveOptions
+from scripts.replay import redrive as redrive_cli
+from tests.support.dead_letters import (
+    HTTP_CLIENT_ERROR,
+    PERMANENT_ERROR,
+    DeadLetter,
+    dlq_headers,
+    put_dead_letters,
+    synthetic_letters,
+)
 from tests.support.events import as_record, url_event
 from tests.support.image_server import ImageServer
 from tests.support.kafka_reads import read_topic
@@ -30,10 +38,6 @@ from tests.support.settings import make_settings, worker_test_settings
 from tests.support.worker import count_jobs, eventually, produce, running_worker
 
 pytestmark = pytest.mark.integration
-
-# Dead letters as workers wrote them before dlq.error.code existed: only the class, at its old module path.
-HTTP_CLIENT_ERROR = b"consumer.fetch.HttpClientError"
-PERMANENT_ERROR = b"consumer.errors.PermanentError"
 
 
 class SimulatedCrash(Exception):
@@ -52,51 +56,6 @@ def worker_settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
     )
 
 
-def dlq_headers(
-    error_class: bytes = HTTP_CLIENT_ERROR, failed_at: dt.datetime | None = None, redrives: int | None = None
-) -> list[tuple[str, bytes]]:
-    """Headers as the worker writes them, optionally from a dead letter that was redriven before."""
-    at = (failed_at or dt.datetime.now(dt.UTC)).isoformat().encode()
-    original = [("content-type", b"application/json")]
-    if redrives is not None:
-        original.append(("redrive.count", str(redrives).encode()))
-    return [
-        *original,
-        ("dlq.error.class", error_class),
-        ("dlq.error.message", b"it failed"),
-        ("dlq.first_failure_at", at),
-        ("dlq.last_failure_at", at),
-        ("dlq.attempts", b"1"),
-    ]
-
-
-DeadLetter = tuple[bytes, bytes, list[tuple[str, bytes]]]
-
-
-async def put_dead_letters(settings: Settings, letters: list[DeadLetter]) -> None:
-    await ensure_topics(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_idempotence=True)
-    await producer.start()
-    try:
-        acks = [
-            await producer.send(settings.dlq_topic, key=key, value=value, headers=headers)
-            for key, value, headers in letters
-        ]
-        await asyncio.gather(*acks)
-    finally:
-        await producer.stop()
-
-
-def synthetic_letters(count: int, error_class: bytes = HTTP_CLIENT_ERROR) -> list[DeadLetter]:
-    letters = []
-    for _ in range(count):
-        key, value = as_record(url_event("http://images.example/a.png"))
-        assert key is not None
-        assert value is not None
-        letters.append((key, value, dlq_headers(error_class)))
-    return letters
-
-
 async def copies(settings: Settings) -> list[ConsumerRecord]:
     """Records on the main topic that a redrive published."""
     records = await read_topic(settings, settings.images_topic)
@@ -112,7 +71,7 @@ def sources(records: list[ConsumerRecord]) -> collections.Counter[tuple[int, int
 async def run_cli(settings: Settings, *argv: str) -> tuple[int, str]:
     """The redrive subcommand's own parser and run coroutine, in-process; returns (exit code, stdout)."""
     parser = argparse.ArgumentParser()
-    redrive.configure_parser(parser)
+    redrive_cli.configure_parser(parser)
     args = parser.parse_args(argv)
     stdout = io.StringIO()
     original, sys.stdout = sys.stdout, stdout
@@ -376,7 +335,7 @@ class _Terminal(io.StringIO):
 
 def test_progress_rewrites_one_line_on_a_terminal_and_stays_quiet_in_logs() -> None:
     terminal = _Terminal()
-    progress = redrive.Progress(2000, terminal)
+    progress = redrive_cli.Progress(2000, terminal)
     progress.update(500, 400)
     progress.update(2000, 1500)
     progress.close()
@@ -385,7 +344,7 @@ def test_progress_rewrites_one_line_on_a_terminal_and_stays_quiet_in_logs() -> N
     )
 
     log = io.StringIO()
-    quiet = redrive.Progress(2000, log)
+    quiet = redrive_cli.Progress(2000, log)
     quiet.update(500, 400)
     quiet.close()
     assert log.getvalue() == "", "plain lines only every few seconds, so short runs print none"

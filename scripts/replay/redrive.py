@@ -12,131 +12,28 @@ of their copies on the main topic and skipped.
 
 Copies keep the original non-dlq.* headers and carry redrive.count (incremented when the dead letter came from
 an earlier redrive), redrive.group, redrive.dlq.topic, redrive.dlq.partition, redrive.dlq.offset, redrive.at.
-Run one redrive per group at a time. Exit codes: 0 done, 1 failed (one line on stderr), 2 usage.
+Run one redrive per group at a time (the admin API's POST /admin/dead-letters/redrive runs the same code, see
+core/redrive.py). Exit codes: 0 done, 1 failed (one line on stderr), 2 usage.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import dataclasses
-import datetime as dt
 import json
-import logging
 import sys
 import time
-from collections import Counter
-from collections.abc import Awaitable, Callable
-from enum import StrEnum
 from typing import TextIO
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import KafkaError
 
-from core.clients import one_line, running
-from core.kafka_connection import kafka_connection
+from core.clients import one_line
+from core.redrive import RedriveOptions, Report, Verdict, redrive
 from core.settings import Settings
-from core.topics import TopicMissing, topic_partitions
+from core.topics import TopicMissing
 from schemas import ErrorCode
 from scripts.arguments import aware_datetime, positive_int
-from scripts.replay.dead_letter_reader import (
-    DeadLetterFilter,
-    MainPosition,
-    committed_offsets,
-    copy_headers,
-    earlier_redrives,
-    encode_scan_from,
-    error_code,
-    read_range,
-    redrive_count,
-)
 
-logger = logging.getLogger(__name__)
-
-PUBLISH_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 10.0
 PLAIN_PROGRESS_EVERY_S = 5.0
-
-Hook = Callable[[], Awaitable[None]]
-
-
-class Verdict(StrEnum):
-    """What the redrive does with one dead letter."""
-
-    REDRIVE = "redrive"
-    OVER_CAP = "over_cap"
-    FILTERED_OUT = "filtered_out"
-    ALREADY_REDRIVEN = "already_redriven"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class RedriveOptions:
-    """What to redrive; filters combine with AND, several values of one filter with OR."""
-
-    execute: bool = False
-    error_codes: tuple[str, ...] = ()
-    error_classes: tuple[str, ...] = ()
-    image_ids: tuple[str, ...] = ()
-    since: dt.datetime | None = None
-    until: dt.datetime | None = None
-    limit: int | None = None
-    max_redrives: int = 3
-    group: str | None = None
-    batch_size: int = 500
-
-    def progress_group(self, settings: Settings) -> str:
-        return self.group or f"{settings.consumer_group}.redrive"
-
-
-@dataclasses.dataclass
-class Report:
-    """Counts of one run, by error code, and the progress group's offsets afterwards."""
-
-    dry_run: bool
-    group: str
-    examined: int = 0
-    by_error_code: dict[str, Counter[Verdict]] = dataclasses.field(default_factory=dict)
-    committed: dict[int, int] = dataclasses.field(default_factory=dict)
-
-    def count(self, error_code: str, verdict: Verdict) -> None:
-        self.examined += 1
-        self.by_error_code.setdefault(error_code, Counter())[verdict] += 1
-
-    def total(self, verdict: Verdict) -> int:
-        return sum(counts[verdict] for counts in self.by_error_code.values())
-
-    def as_json(self) -> str:
-        return json.dumps(
-            {
-                "dry_run": self.dry_run,
-                "group": self.group,
-                "examined": self.examined,
-                "totals": {verdict.value: self.total(verdict) for verdict in Verdict},
-                "by_error_code": {
-                    name: {verdict.value: counts[verdict] for verdict in Verdict}
-                    for name, counts in sorted(self.by_error_code.items())
-                },
-                "committed": {str(partition): offset for partition, offset in sorted(self.committed.items())},
-            },
-            indent=2,
-        )
-
-    def as_table(self) -> str:
-        first = "WOULD REDRIVE" if self.dry_run else "REDRIVEN"
-        titles = ["ERROR CODE", first, "OVER REDRIVE CAP", "FILTERED OUT", "ALREADY REDRIVEN"]
-        rows = [[name, *(str(counts[v]) for v in Verdict)] for name, counts in sorted(self.by_error_code.items())]
-        rows.append(["TOTAL", *(str(self.total(v)) for v in Verdict)])
-        widths = [max(len(row[i]) for row in [titles, *rows]) for i in range(len(titles))]
-        lines = [
-            "  ".join(cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row))
-            for row in [titles, *rows]
-        ]
-        if self.dry_run:
-            lines.append(f"dry run: nothing re-published, progress group {self.group} not moved; --execute to redrive")
-        else:
-            lines.append(f"progress group {self.group} at {dict(sorted(self.committed.items()))}")
-        return "\n".join(lines)
 
 
 class Progress:
@@ -161,149 +58,22 @@ class Progress:
             print(file=self._stream, flush=True)
 
 
-class _Selection:
-    """Decides each dead letter's verdict: redriven already, filtered out, over the cap, or to redrive."""
-
-    def __init__(self, options: RedriveOptions, earlier: dict[tuple[int, int], MainPosition]) -> None:
-        self._filter = DeadLetterFilter(
-            options.error_codes, options.error_classes, options.image_ids, options.since, options.until
-        )
-        self._max_redrives = options.max_redrives
-        self._earlier = earlier
-
-    def verdict(self, record: ConsumerRecord) -> Verdict:
-        if (record.partition, record.offset) in self._earlier:
-            return Verdict.ALREADY_REDRIVEN
-        if not self._filter.matches(record):
-            return Verdict.FILTERED_OUT
-        if redrive_count(record) >= self._max_redrives:
-            return Verdict.OVER_CAP
-        return Verdict.REDRIVE
-
-
-async def redrive(
-    settings: Settings,
-    options: RedriveOptions,
-    *,
-    progress_stream: TextIO = sys.stderr,
-    between_ack_and_commit: Hook | None = None,
-) -> Report:
-    """Redrive the selected dead letters (only count them unless ``options.execute``).
-
-    At most once, without transactions: aiokafka speaks the transaction APIs at v0 only, and the workers read
-    the main topic read-uncommitted, so copies from an aborted transaction would be processed anyway. Instead,
-    after each batch is acked the progress group commits the first offset not yet redriven, with metadata
-    saying from which main-topic offsets copies past it can be found (:mod:`scripts.replay.dead_letter_reader`). A run
-    that dies between the ack and the commit (``between_ack_and_commit`` lets tests raise there) leaves copies
-    past the committed offset; the next run reads the main topic from the recorded offsets, finds them by their
-    ``redrive.*`` headers and skips their dead letters. Before publishing anything, a run commits that
-    metadata once, so even the first batch is covered.
-    """
-    group = options.progress_group(settings)
-    report = Report(dry_run=not options.execute, group=group)
-    consumer = AIOKafkaConsumer(
-        **kafka_connection(settings),
-        group_id=group if options.execute else None,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-    )
-    async with contextlib.AsyncExitStack() as clients:
-        await clients.enter_async_context(running(consumer))
-        dlq_partitions = await topic_partitions(settings, settings.dlq_topic)
-        main_partitions = await topic_partitions(settings, settings.images_topic)
-        consumer.assign(dlq_partitions)  # never subscribe: the group stays Empty, so the broker takes our commits
-        committed = await committed_offsets(settings, group, settings.dlq_topic)
-        beginning = await consumer.beginning_offsets(dlq_partitions)
-        end = await consumer.end_offsets(dlq_partitions)
-        start = {
-            tp: max(committed[tp.partition].offset if tp.partition in committed else 0, beginning[tp])
-            for tp in dlq_partitions
-        }
-        earlier = await earlier_redrives(
-            settings, settings.images_topic, committed, start, group=group, dlq_topic=settings.dlq_topic
-        )
-        next_offset = {tp.partition: offset for tp, offset in start.items()}
-        blocked: set[int] = set()  # partitions whose committable prefix ended at a dead letter left in place
-
-        async def commit() -> None:
-            main_end = await consumer.end_offsets(main_partitions)
-            offsets = {}
-            for tp in dlq_partitions:
-                scan_from = {main.partition: offset for main, offset in main_end.items()}
-                for (partition, offset), copy in earlier.items():
-                    if partition == tp.partition and offset >= next_offset[partition]:
-                        scan_from[copy.partition] = min(scan_from.get(copy.partition, 0), copy.offset)
-                offsets[tp] = (next_offset[tp.partition], encode_scan_from(scan_from))
-            await consumer.commit(offsets)
-            report.committed = dict(next_offset)
-
-        producer = None  # a dry run publishes nothing, so it opens no producer
-        if options.execute:
-            producer = AIOKafkaProducer(**kafka_connection(settings), enable_idempotence=True, acks="all")
-            await clients.enter_async_context(running(producer, stop_timeout_s=STOP_TIMEOUT_S))
-            await commit()  # covers the first batch: see the docstring
-        selection = _Selection(options, earlier)
-        progress = Progress(sum(max(0, end[tp] - start[tp]) for tp in dlq_partitions), progress_stream)
-        selected = 0
-        try:
-            async for batch in read_range(consumer, start, end, max_records=options.batch_size):
-                outgoing: list[ConsumerRecord] = []
-                for record in batch:
-                    if options.limit is not None and selected >= options.limit:
-                        break
-                    verdict = selection.verdict(record)
-                    report.count(error_code(record), verdict)
-                    if verdict is Verdict.REDRIVE:
-                        selected += 1
-                        outgoing.append(record)
-                    if verdict not in (Verdict.REDRIVE, Verdict.ALREADY_REDRIVEN):
-                        blocked.add(record.partition)
-                    elif record.partition not in blocked:
-                        next_offset[record.partition] = record.offset + 1
-                if producer is not None:
-                    if outgoing:
-                        earlier.update(await _publish(producer, outgoing, settings, group))
-                        if between_ack_and_commit is not None:
-                            await between_ack_and_commit()
-                    await commit()
-                progress.update(report.examined, selected)
-                if options.limit is not None and selected >= options.limit:
-                    break
-        finally:
-            progress.close()
-        return report
-
-
-async def _publish(
-    producer: AIOKafkaProducer, records: list[ConsumerRecord], settings: Settings, group: str
-) -> dict[tuple[int, int], MainPosition]:
-    """Send ``records``' copies and wait for every ack; a failure leaves the batch uncommitted."""
-    async with asyncio.timeout(PUBLISH_TIMEOUT_S):
-        acks = [
-            await producer.send(
-                settings.images_topic,
-                key=record.key,
-                value=record.value,
-                headers=copy_headers(record, group, settings.dlq_topic),
-            )
-            for record in records
-        ]
-        landed = await asyncio.gather(*acks)
-    for record, metadata in zip(records, landed, strict=True):
-        logger.info(
-            "redrove %s[%d]@%d (key=%r) to %s[%d]@%d",
-            record.topic,
-            record.partition,
-            record.offset,
-            record.key,
-            metadata.topic,
-            metadata.partition,
-            metadata.offset,
-        )
-    return {
-        (record.partition, record.offset): MainPosition(metadata.partition, metadata.offset)
-        for record, metadata in zip(records, landed, strict=True)
-    }
+def report_table(report: Report) -> str:
+    """The report as the table an operator reads: one row per error code, one column per verdict."""
+    first = "WOULD REDRIVE" if report.dry_run else "REDRIVEN"
+    titles = ["ERROR CODE", first, "OVER REDRIVE CAP", "FILTERED OUT", "ALREADY REDRIVEN"]
+    rows = [[name, *(str(counts[v]) for v in Verdict)] for name, counts in sorted(report.by_error_code.items())]
+    rows.append(["TOTAL", *(str(report.total(v)) for v in Verdict)])
+    widths = [max(len(row[i]) for row in [titles, *rows]) for i in range(len(titles))]
+    lines = [
+        "  ".join(cell.ljust(widths[0]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row))
+        for row in [titles, *rows]
+    ]
+    if report.dry_run:
+        lines.append(f"dry run: nothing re-published, progress group {report.group} not moved; --execute to redrive")
+    else:
+        lines.append(f"progress group {report.group} at {dict(sorted(report.committed.items()))}")
+    return "\n".join(lines)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -370,9 +140,9 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
     )
     try:
-        report = await redrive(settings, options)
+        report = await redrive(settings, options, progress=Progress)
     except (KafkaError, TopicMissing, TimeoutError, OSError) as exc:
         print(f"image-replay redrive: {one_line(exc)}", file=sys.stderr)
         return 1
-    print(report.as_json() if args.json else report.as_table())
+    print(json.dumps(report.as_dict(), indent=2) if args.json else report_table(report))
     return 0

@@ -27,7 +27,7 @@ from enum import StrEnum
 
 from aiokafka.structs import TopicPartition
 
-from scripts.arguments import parse_aware_datetime
+from core.times import parse_aware_datetime
 
 
 class ResetError(Exception):

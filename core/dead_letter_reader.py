@@ -1,4 +1,5 @@
-"""Reading for ``image-replay redrive``: dead letters, the progress group's commits, and earlier redrives.
+"""Reading for the redrive (``image-replay redrive``, the admin API): dead letters, the progress group's commits,
+and earlier redrives.
 
 The redrive keeps two kinds of progress. The progress group's committed offset on each DLQ partition is the
 first dead letter not yet redriven (everything before it was). Dead letters past it may have been redriven too
@@ -24,6 +25,7 @@ from aiokafka.errors import KafkaError
 from core.clients import running
 from core.kafka_connection import kafka_connection
 from core.settings import Settings
+from core.times import parse_aware_datetime
 from core.topics import topic_partitions
 from schemas import (
     DEAD_LETTER_PREFIX,
@@ -33,7 +35,6 @@ from schemas import (
     dead_letter_error_code,
     last_header,
 )
-from scripts.arguments import parse_aware_datetime
 
 logger = logging.getLogger(__name__)
 
