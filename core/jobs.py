@@ -20,6 +20,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.dml import UpdateBase
 
 from core.database import create_engine
+from core.job_listing import (
+    MAX_PAGE_SIZE,
+    bucket_range,
+    bucket_start,
+    decode_cursor,
+    encode_cursor,
+    finished_statement,
+    page_statement,
+    status_counts_statement,
+)
+from core.job_listing import FinishedBucket as FinishedBucket  # re-exported: callers of JobStore use them
+from core.job_listing import JobPage as JobPage
+from core.job_listing import JobQuery as JobQuery
+from core.job_listing import MalformedCursor as MalformedCursor
 from core.sqlite_lane import CompiledRead, CompiledWrite, SqliteLane, is_sqlite_file
 from core.tables import jobs_table, processed_events_table
 from schemas import BlobSource, DecodedEvent, ImageProcessV2, UrlSource
@@ -223,6 +237,54 @@ class JobStore:
                 rows = (await connection.execute(_GET_EACH, {"image_ids": image_ids})).mappings().all()
         found = {row["image_id"]: _job_from_row(row) for row in rows}
         return [found.get(image_id) for image_id in image_ids]
+
+    async def list_jobs(self, query: JobQuery, *, cursor: str | None = None, limit: int = 20) -> JobPage:
+        """A page of up to ``limit`` (1 to 100) jobs matching ``query``, newest first, after the page whose
+        ``next_cursor`` is ``cursor`` (None: the first page); see :mod:`core.job_listing`.
+
+        Raises :class:`MalformedCursor` for a cursor no page handed out.
+        """
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise ValueError(f"limit must be 1 to {MAX_PAGE_SIZE}, not {limit}")
+        after = None if cursor is None else decode_cursor(cursor)
+        async with self.engine.connect() as connection:
+            # One row more than the page: whether there is a next page, without a page that turns out empty.
+            rows = (await connection.execute(page_statement(query, after, limit + 1))).mappings().all()
+        jobs = tuple(_job_from_row(row) for row in rows[:limit])
+        last = jobs[-1] if len(rows) > limit else None
+        return JobPage(jobs, None if last is None else encode_cursor(last.requested_at, last.image_id))
+
+    async def status_counts(self, owner: str | None = None) -> dict[JobStatus, int]:
+        """How many jobs are in each status (every status present, 0 if none), of ``owner``'s jobs or everyone's."""
+        async with self.engine.connect() as connection:
+            rows = (await connection.execute(status_counts_statement(owner))).all()
+        counts = dict.fromkeys(JobStatus, 0)
+        counts.update({JobStatus(status): int(count) for status, count in rows})
+        return counts
+
+    async def finished_counts(
+        self, since: dt.datetime, bucket_s: int, *, until: dt.datetime | None = None
+    ) -> list[FinishedBucket]:
+        """Jobs finished done and failed per ``bucket_s`` seconds, oldest bucket first, every bucket present.
+
+        Buckets start at whole multiples of ``bucket_s`` since 1970 (the same on every call, so a chart polled
+        again lines up), from the one holding ``since`` to the one holding ``until`` (default now): the first is
+        counted whole. Raises ValueError for more than 10,000 buckets.
+        """
+        numbers = bucket_range(since, until or utc_now(), bucket_s)
+        start = bucket_start(numbers.start, bucket_s)
+        statement = finished_statement(self.engine.dialect.name, start, bucket_s)
+        async with self.engine.connect() as connection:
+            rows = (await connection.execute(statement)).all()
+        counts = {(int(bucket), status): int(count) for bucket, status, count in rows}
+        return [
+            FinishedBucket(
+                start=bucket_start(number, bucket_s),
+                done=counts.get((number, JobStatus.DONE.value), 0),
+                failed=counts.get((number, JobStatus.FAILED.value), 0),
+            )
+            for number in numbers
+        ]
 
 
 _GET_EACH = select(jobs_table).where(jobs_table.c.image_id.in_(bindparam("image_ids", expanding=True)))
