@@ -3,8 +3,9 @@
 Delivery is at least once, so ``handle`` may see an event again (a redelivery after a rebalance, a replay, a
 concurrent duplicate). The event id is the idempotency key: the processed-id row is written in the same database
 transaction that marks the job done, and an event whose row exists is skipped without side effects. Everything
-before that transaction may run twice and is made harmless: the result key is deterministic, so a re-run
-overwrites the same file with the same bytes.
+before that transaction may run twice and is made harmless: the keys of the result, its thumbnails and a URL job's
+downloaded original are deterministic, so a re-run overwrites the same blobs with the same bytes (an original
+fetched again may differ, as the URL's image may have; the job keeps the one its result was made from).
 
 Failures are raised as :class:`TransientError` (retry), :class:`DependencyUnavailable` (retry until the database
 or blob store answers) or :class:`PermanentError` (dead-letter); the engine picks between them without looking
@@ -35,8 +36,8 @@ from consumer.errors import (
 from consumer.metrics import WorkerMetrics
 from consumer.outcomes import Outcome
 from consumer.records import coordinates
-from consumer.render import UnusableImage, render_png
-from core.blobs import BlobMissing, BlobStore
+from consumer.render import Rendering, UnusableImage, render
+from core.blobs import BlobMissing, BlobStore, ThumbnailKind
 from core.database import is_transient_database_error
 from core.imaging import UnsupportedImage, decode_cost_bytes, open_image
 from core.jobs import Job, JobStatus, JobStore, utc_now
@@ -79,7 +80,8 @@ class JobHandler:
     """Processes ``image_process`` records: fetch or read the image, filter it, store it, mark the job done.
 
     A ``downloader`` or ``executor`` passed in belongs to the caller; the ones created here are closed by
-    :meth:`aclose`. CPU-bound work (decoding, filtering, PNG encoding) runs in the executor, never on the loop.
+    :meth:`aclose`. CPU-bound work (decoding, filtering, encoding, thumbnails) runs in the executor, never on the
+    loop.
     """
 
     def __init__(
@@ -136,16 +138,11 @@ class JobHandler:
         data = await self._source_bytes(event)
         loop = asyncio.get_running_loop()
         async with self._budget.reserve(self._decode_cost(data)):
-            png = await loop.run_in_executor(self._executor, render_png, data, event.filter)
+            rendering = await loop.run_in_executor(self._executor, render, data, event.filter)
         if self._settings.job_extra_delay_s > 0:
             await asyncio.sleep(self._settings.job_extra_delay_s)
 
-        result_key = self._blobs.result_key(str(event.image_id))
-        try:
-            await self._blobs.put(result_key, png)
-        except OSError as exc:
-            raise DependencyUnavailable(f"cannot store result {result_key}: {exc}") from exc
-
+        result_key = await self._store(event, data, rendering)
         finished_at = utc_now()
         done = dataclasses.replace(
             job, status=JobStatus.DONE, updated_at=finished_at, finished_at=finished_at, result_key=result_key
@@ -176,6 +173,29 @@ class JobHandler:
         failed = Job.from_event(event, JobStatus.FAILED, attempts=attempts, now=now)
         failed = dataclasses.replace(failed, finished_at=now, error=describe_error(error))
         await _database(self._jobs.mark_failed(failed))
+
+    async def _store(self, event: DecodedEvent, data: bytes, rendering: Rendering) -> str:
+        """Store the result, both thumbnails and a URL job's original, at once; returns the result's key.
+
+        All before the job is marked done, so a done job has them all.
+        """
+        image_id = str(event.image_id)
+        result_key = self._blobs.result_key(image_id)
+        blobs = {
+            result_key: rendering.result_png,
+            self._blobs.thumbnail_key(image_id, ThumbnailKind.SOURCE): rendering.source_thumbnail,
+            self._blobs.thumbnail_key(image_id, ThumbnailKind.RESULT): rendering.result_thumbnail,
+        }
+        if isinstance(event.source, UrlSource):  # an upload is kept at its own key already
+            blobs[self._blobs.original_key(image_id)] = data
+        await asyncio.gather(*(self._put(key, value) for key, value in blobs.items()))
+        return result_key
+
+    async def _put(self, key: str, data: bytes) -> None:
+        try:
+            await self._blobs.put(key, data)
+        except OSError as exc:
+            raise DependencyUnavailable(f"cannot store {key}: {exc}") from exc
 
     def _decode_cost(self, data: bytes) -> int:
         """The image's estimated cost from its header; one that could never fit the budget is refused."""

@@ -1,22 +1,32 @@
-"""The blob store: uploaded images and processed results, behind one interface with two homes.
+"""The blob store: uploaded images, processed results and their thumbnails, behind one interface with two homes.
 
 Kafka carries references, never image bytes. Keys are deterministic per image (``uploads/<id>``,
-``results/<id>.png``), so a re-run overwrites instead of piling up copies, and every write is atomic: a reader
-never sees half an image. ``BLOB_STORE_URL`` says where blobs live: a folder on this machine
-(:mod:`core.file_blobs`) or an S3-compatible object store that any number of machines share
-(:mod:`core.s3_blobs`). Nothing outside these modules touches a path.
+``originals/<id>``, ``results/<id>.png``, ``thumbnails/<id>/source.webp``...), so a re-run overwrites instead of
+piling up copies, and every write is atomic: a reader never sees half an image. ``BLOB_STORE_URL`` says where
+blobs live: a folder on this machine (:mod:`core.file_blobs`) or an S3-compatible object store that any number of
+machines share (:mod:`core.s3_blobs`). Nothing outside these modules touches a path.
 """
 
 from __future__ import annotations
 
 import abc
+import enum
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Final
 
 from core.settings import Settings
 
 CHUNK_BYTES = 256 * 1024
+# WEBP, not PNG: a photo's 256 px thumbnail is a few KB instead of 50-100 KB, and a console page shows dozens.
+THUMBNAIL_MEDIA_TYPE: Final = "image/webp"
+
+
+class ThumbnailKind(enum.StrEnum):
+    """The image a thumbnail shows: the job's source, or its result."""
+
+    SOURCE = "source"
+    RESULT = "result"
 
 
 class BlobMissing(LookupError):
@@ -54,6 +64,16 @@ class BlobStore(abc.ABC):
     @staticmethod
     def result_key(image_id: str) -> str:
         return f"results/{image_id}.png"
+
+    @staticmethod
+    def original_key(image_id: str) -> str:
+        """The downloaded image of a URL job, as fetched (an upload's stays at its :meth:`upload_key`)."""
+        return f"originals/{image_id}"
+
+    @staticmethod
+    def thumbnail_key(image_id: str, kind: ThumbnailKind) -> str:
+        """The worker's thumbnail of the source or the result, in :data:`THUMBNAIL_MEDIA_TYPE`."""
+        return f"thumbnails/{image_id}/{ThumbnailKind(kind).value}.webp"
 
     @abc.abstractmethod
     async def put(self, key: str, data: bytes) -> None: ...

@@ -19,7 +19,7 @@ from consumer.errors import PermanentError, TransientError
 from consumer.handler import JobHandler
 from consumer.outcomes import Outcome
 from consumer.render import UnusableImage
-from core.blobs import BlobStore
+from core.blobs import BlobStore, ThumbnailKind
 from core.file_blobs import FileBlobStore
 from core.jobs import Job, JobStatus, JobStore, utc_now
 from core.schema import upgrade
@@ -125,6 +125,29 @@ async def test_url_image_is_fetched_once_and_a_duplicate_is_skipped(handler: Job
     assert job.source_url == server.url()
 
 
+async def test_thumbnails_and_a_url_jobs_original_are_stored_before_the_job_is_done(
+    handler: JobHandler, jobs: JobStore, blobs: BlobStore
+) -> None:
+    """For the console: thumbnails of source and result, at most 256 px a side, and the original of a URL job."""
+    photo = encoded(Image.new("RGBA", (600, 300), (200, 30, 30, 128)))
+    upload = await blob_event(blobs, png_bytes((40, 20)))
+    async with serving(respond(body=photo)) as server:
+        fetched = url_event(server.url(), FilterName.INVERT)
+        assert await handler.handle(event_record(fetched), attempt=1) is Outcome.DONE
+    assert await handler.handle(event_record(upload), attempt=1) is Outcome.DONE
+
+    sizes = {}
+    for event in (fetched, upload):
+        for kind in ThumbnailKind:
+            thumbnail = Image.open(io.BytesIO(await blobs.get(blobs.thumbnail_key(str(event.image_id), kind))))
+            assert thumbnail.format == "WEBP"
+            sizes[event.image_id, kind] = thumbnail.size
+    assert sizes[fetched.image_id, ThumbnailKind.SOURCE] == sizes[fetched.image_id, ThumbnailKind.RESULT] == (256, 128)
+    assert sizes[upload.image_id, ThumbnailKind.SOURCE] == (40, 20), "a small image is not enlarged"
+    assert await blobs.get(blobs.original_key(str(fetched.image_id))) == photo
+    assert not await blobs.exists(blobs.original_key(str(upload.image_id))), "an upload stays at its upload key"
+
+
 async def test_worker_first_then_the_api_fills_in_the_request(
     handler: JobHandler, jobs: JobStore, blobs: BlobStore
 ) -> None:
@@ -180,7 +203,7 @@ async def test_cpu_work_runs_in_the_given_executor(tmp_path: Path, jobs: JobStor
         assert await handler.handle(event_record(event), attempt=1) is Outcome.DONE
         await handler.aclose()
         assert executor.submit(lambda: "still open").result() == "still open", "a given executor is not shut down"
-    assert submitted[0].__name__ == "render_png"  # type: ignore[attr-defined]
+    assert submitted[0].__name__ == "render"  # type: ignore[attr-defined]
 
 
 # --- permanent failures -----------------------------------------------------------------------------------------------

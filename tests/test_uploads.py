@@ -6,6 +6,7 @@ import os
 import time
 from pathlib import Path
 
+from core.blobs import ThumbnailKind
 from core.file_blobs import FileBlobStore
 from core.jobs import Job, JobStatus, JobStore, utc_now
 from core.schema import upgrade
@@ -36,10 +37,12 @@ async def test_the_sweep_removes_old_uploads_no_job_names(tmp_path: Path) -> Non
     blobs = FileBlobStore(settings.storage_dir)  # the folder store, whose files can be aged by hand
     intake = JobIntake(settings, jobs, blobs, EventPublisher(settings))
     old_orphan, old_with_job, recent = "uploads/orphan", "uploads/0b7c0000-0000-4000-8000-000000000001", "uploads/new"
-    for key in (old_orphan, old_with_job, recent):
+    # A worker's outputs for a job with no row (yet): not uploads, never swept.
+    outputs = [blobs.original_key("gone"), blobs.thumbnail_key("gone", ThumbnailKind.SOURCE), blobs.result_key("gone")]
+    for key in (old_orphan, old_with_job, recent, *outputs):
         await blobs.put(key, b"image")
     long_ago = time.time() - ORPHAN_UPLOAD_AGE_S - 60
-    for key in (old_orphan, old_with_job):
+    for key in (old_orphan, old_with_job, *outputs):
         os.utime(blobs.path(key), (long_ago, long_ago))
     now = utc_now()
     await jobs.record_accepted(
@@ -61,5 +64,6 @@ async def test_the_sweep_removes_old_uploads_no_job_names(tmp_path: Path) -> Non
             True,
             True,
         )
+        assert [await blobs.exists(key) for key in outputs] == [True] * len(outputs)
     finally:
         await jobs.close()
