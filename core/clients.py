@@ -18,12 +18,32 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from core.logs import KAFKA_TROUBLE
+from core.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 10.0
 
 Client = TypeVar("Client", AIOKafkaConsumer, AIOKafkaProducer, AIOKafkaAdminClient)
+
+
+class KafkaUnavailable(Exception):
+    """Kafka refused, failed or did not answer in time: try again later (the API answers 503 with Retry-After)."""
+
+
+@contextlib.asynccontextmanager
+async def kafka_deadline(settings: Settings, timeout_s: float, what: str) -> AsyncIterator[None]:
+    """Bound the block by ``timeout_s``; a timeout or a Kafka or network error in it is :class:`KafkaUnavailable`
+    saying ``what`` failed, so callers (the admin API) have one exception to map instead of aiokafka's many."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            yield
+    except TimeoutError:
+        raise KafkaUnavailable(
+            f"Kafka at {settings.kafka_bootstrap_servers} did not answer within {timeout_s:g} s while {what}"
+        ) from None
+    except (KafkaError, OSError) as exc:
+        raise KafkaUnavailable(f"{what} failed: {one_line(exc)}") from exc
 
 
 @contextlib.asynccontextmanager

@@ -13,12 +13,13 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 from prometheus_client import CollectorRegistry
 
+from core.consumer_group import Member
 from core.jobs import JobStore
 from core.processed import processed_among
 from core.settings import Settings
 from core.topics import ensure_topics
 from schemas import ImageProcessV1, encode_event
-from scripts.replay.group_offsets import GroupNotEmptyError, GroupOffsets, Member
+from scripts.replay.group_offsets import GroupNotEmptyError, GroupOffsets
 from scripts.replay.offset_reset import configure_parser, run
 from tests.support.events import url_event
 from tests.support.image_server import ImageServer

@@ -11,52 +11,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Self
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from core.clients import running
+from core.consumer_group import GroupState, read_group_state, retrying
 from core.kafka_connection import kafka_connection
 from core.settings import Settings
 from scripts.replay.reset_plan import ResetError
 
-logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
-INACTIVE_STATES = frozenset({"Empty", "Dead"})
 _UNKNOWN_TOPIC_OR_PARTITION = 3
-
-
-@dataclass(frozen=True, slots=True)
-class Member:
-    """An active member of a consumer group, as ``kafka-consumer-groups --describe --members`` names it."""
-
-    member_id: str
-    client_id: str
-    host: str
-
-    def describe(self) -> str:
-        return f"{self.member_id} (client {self.client_id}, host {self.host.lstrip('/')})"
-
-
-@dataclass(frozen=True, slots=True)
-class GroupState:
-    """A consumer group's state (Empty, Stable, PreparingRebalance, ..., Dead) and its members."""
-
-    group: str
-    state: str
-    members: tuple[Member, ...]
-
-    @property
-    def inactive(self) -> bool:
-        """Whether offsets may be reset: Kafka's rule, only Empty or Dead (never existed) groups."""
-        return self.state in INACTIVE_STATES and not self.members
 
 
 class GroupNotEmptyError(ResetError):
@@ -107,14 +76,8 @@ class GroupOffsets:
         return _Deadline(self.timeout_s, f"{what} (Kafka at {self.settings.kafka_bootstrap_servers})")
 
     async def describe_group(self) -> GroupState:
-        # One group per request: aiokafka 0.14 misreads a DescribeGroups response that holds several.
         async with self._deadline(f"describing group {self.group}"):
-            [response] = await _retrying(lambda: self._admin.describe_consumer_groups([self.group]))
-        [described] = response.to_object()["groups"]
-        members = tuple(
-            Member(member["member_id"], member["client_id"], member["client_host"]) for member in described["members"]
-        )
-        return GroupState(self.group, described["state"], members)
+            return await read_group_state(self._admin, self.group)
 
     async def wait_until_inactive(
         self,
@@ -144,7 +107,7 @@ class GroupOffsets:
     async def committed_offsets(self) -> dict[TopicPartition, int]:
         """The group's committed offsets (partitions without one are left out)."""
         async with self._deadline(f"reading the committed offsets of {self.group}"):
-            committed = await _retrying(lambda: self._admin.list_consumer_group_offsets(self.group))
+            committed = await retrying(lambda: self._admin.list_consumer_group_offsets(self.group))
         return {tp: meta.offset for tp, meta in committed.items() if meta.offset >= 0}
 
     async def topic_partitions(self, topics: Iterable[str]) -> dict[str, list[int]]:
@@ -228,19 +191,6 @@ class GroupOffsets:
                 raise GroupNotEmptyError(await self.describe_group()) from None
             except KafkaError as exc:
                 raise ResetError(f"committing the offsets of {self.group} failed: {exc}") from exc
-
-
-async def _retrying(call: Callable[[], Awaitable[T]], *, pause_s: float = 0.2) -> T:
-    """``call()`` again after retriable errors (e.g. no group coordinator yet on a fresh cluster); the caller's
-    deadline bounds the retries."""
-    while True:
-        try:
-            return await call()
-        except KafkaError as exc:
-            if not exc.retriable:
-                raise
-            logger.debug("retrying after %r", exc)
-        await asyncio.sleep(pause_s)
 
 
 class _Deadline:

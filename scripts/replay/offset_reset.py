@@ -33,11 +33,12 @@ from aiokafka.errors import KafkaError
 from sqlalchemy.exc import SQLAlchemyError
 
 from core.clients import one_line
+from core.consumer_group import GroupState
 from core.processed import NoJobDatabase, forget_processed, processed_among, workers_database
 from core.schema import SchemaMismatch
 from core.settings import Settings
 from schemas import EventDecodeError, decode_event
-from scripts.replay.group_offsets import GroupOffsets, GroupState
+from scripts.replay.group_offsets import GroupOffsets
 from scripts.replay.reset_plan import (
     PartitionPlan,
     PartitionState,
