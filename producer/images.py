@@ -1,26 +1,45 @@
-"""``/images``: submit a job, read its status, fetch its result."""
+"""``/images``: submit a job, list jobs, read a job's status, fetch its result, thumbnails and original."""
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
+from pydantic import AwareDatetime, BeforeValidator
 
 from core.api_keys import Role
-from core.blobs import BlobMissing
-from core.jobs import Job, JobStatus
+from core.blobs import THUMBNAIL_MEDIA_TYPE, ThumbnailKind
+from core.job_listing import CURSOR_PATTERN, MAX_PAGE_SIZE
+from core.jobs import Job, JobQuery, JobStatus, MalformedCursor
 from core.urls import redact_url
 from producer import idempotency_header, openapi
-from producer.auth import Reader, require
+from producer.allow import AllowEveryMethodRoute
+from producer.auth import Principal, Reader, require
+from producer.blob_responses import blob_response
 from producer.body import UnsupportedMediaType, UploadsBusy, job_request
-from producer.deps import ServicesDep, get_services
+from producer.deps import Services, ServicesDep, get_services
 from producer.intake import IdempotencyKeyReused
-from producer.models import JobAccepted, JobSource, JobView
+from producer.models import JobAccepted, JobList, JobSource, JobView, KafkaCoordinates, ThumbnailUrls
 from producer.publisher import BrokerUnavailable
+from schemas import FilterName
 
-router = APIRouter(prefix="/images", tags=["images"])
+router = APIRouter(prefix="/images", tags=["images"], route_class=AllowEveryMethodRoute)
+# RFC 3339 as the OpenAPI format date-time says, with its zone: pydantic alone would also take "0.5" (seconds since
+# 1970) or a date without a time.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def _rfc3339(value: object) -> object:
+    if not isinstance(value, str) or _RFC3339.fullmatch(value) is None:
+        raise ValueError("expected an RFC 3339 date-time with a zone, e.g. 2026-11-27T10:00:00Z")
+    return value
+
+
+DateTimeParameter = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 
 
 @router.post(
@@ -65,12 +84,49 @@ async def submit_image(request: Request) -> JSONResponse:
     return JSONResponse(body.model_dump(mode="json"), status_code=202, headers=headers)
 
 
+@router.get("", responses=openapi.LIST_RESPONSES, summary="List jobs, newest first")
+async def list_jobs(
+    services: ServicesDep,
+    principal: Reader,
+    status: Annotated[JobStatus | None, Query(description="Only jobs in this status.")] = None,
+    image_filter: Annotated[FilterName | None, Query(alias="filter", description="Only jobs of this filter.")] = None,
+    q: Annotated[
+        str | None, Query(pattern=r"^[0-9a-fA-F-]{1,36}$", description="Only jobs whose id starts with this.")
+    ] = None,
+    requested_after: Annotated[
+        DateTimeParameter | None, Query(description="Only jobs requested at or after this time (with its zone).")
+    ] = None,
+    requested_before: Annotated[
+        DateTimeParameter | None, Query(description="Only jobs requested before this time (with its zone).")
+    ] = None,
+    cursor: Annotated[
+        str | None,
+        Query(pattern=CURSOR_PATTERN, description="The `next_cursor` of the page before, passed back unchanged."),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Jobs per page.")] = 20,
+) -> JobList:
+    """The caller's jobs (an admin key's: everyone's), newest first, a page at a time.
+
+    Pages follow each other by cursor, not by offset: a job accepted meanwhile does not shift the pages.
+    """
+    query = JobQuery(
+        status=status,
+        filter=image_filter.value if image_filter else None,
+        owner=_listing_owner(principal),
+        id_prefix=q,
+        requested_after=requested_after,
+        requested_before=requested_before,
+    )
+    try:
+        page = await services.jobs.list_jobs(query, cursor=cursor, limit=limit)
+    except MalformedCursor as exc:
+        raise RequestValidationError([{"type": "value_error", "loc": ("query", "cursor"), "msg": str(exc)}]) from None
+    return JobList(items=[_view(job) for job in page.jobs], next_cursor=page.next_cursor)
+
+
 @router.get("/{image_id}", responses=openapi.STATUS_RESPONSES, summary="Read a job's status")
 async def read_status(image_id: UUID, services: ServicesDep, principal: Reader) -> JobView:
-    job = await services.jobs.get(str(image_id))
-    if job is None or not principal.may_see(job.owner):  # another client's job is not there, as far as you know
-        raise _not_found(image_id)
-    return _view(job)
+    return _view(await _visible_job(services, principal, image_id))
 
 
 @router.get(
@@ -84,9 +140,7 @@ async def read_result(image_id: UUID, request: Request, services: ServicesDep, p
 
     A re-run of the job replaces its result, so caches must revalidate: ``no-cache`` with an ``ETag``.
     """
-    job = await services.jobs.get(str(image_id))
-    if job is None or not principal.may_see(job.owner):
-        raise _not_found(image_id)
+    job = await _visible_job(services, principal, image_id)
     if job.status is not JobStatus.DONE or job.result_key is None:
         return _problem(409, f"job {image_id} is {job.status.value}; its result is served once it is done")
     settings = services.settings
@@ -94,16 +148,60 @@ async def read_result(image_id: UUID, request: Request, services: ServicesDep, p
         url = await services.blobs.signed_url(job.result_key, settings.result_url_expiry_s)
         if url is not None:
             return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
-    try:
-        blob = await services.blobs.open(job.result_key)
-    except BlobMissing:
-        return _problem(404, f"the result of job {image_id} is no longer stored")
-    headers = {"ETag": blob.etag, "Cache-Control": "private, no-cache"}
-    if blob.etag in request.headers.get("if-none-match", ""):
-        await blob.aclose()
-        return Response(status_code=304, headers=headers)
-    headers["Content-Length"] = str(blob.size_bytes)
-    return StreamingResponse(blob.chunks, media_type="image/png", headers=headers)
+    missing = HTTPException(404, f"the result of job {image_id} is no longer stored")
+    return await blob_response(request, services.blobs, job.result_key, media_type="image/png", missing=missing)
+
+
+@router.get(
+    "/{image_id}/thumbnails/{kind}",
+    summary="Download a thumbnail of the source or the result",
+    response_class=StreamingResponse,
+    responses=openapi.THUMBNAIL_RESPONSES,
+)
+async def read_thumbnail(
+    image_id: UUID, kind: ThumbnailKind, request: Request, services: ServicesDep, principal: Reader
+) -> Response:
+    """The worker's WEBP thumbnail (at most 256 px a side) of the job's source or result, stored with the result."""
+    job = await _visible_job(services, principal, image_id)
+    key = services.blobs.thumbnail_key(job.image_id, kind)
+    missing = _not_stored(job, f"{kind.value} thumbnail")
+    return await blob_response(request, services.blobs, key, media_type=THUMBNAIL_MEDIA_TYPE, missing=missing)
+
+
+@router.get(
+    "/{image_id}/original",
+    summary="Download the image the job started from",
+    response_class=StreamingResponse,
+    responses=openapi.ORIGINAL_RESPONSES,
+)
+async def read_original(image_id: UUID, request: Request, services: ServicesDep, principal: Reader) -> Response:
+    """The uploaded image, or the one a worker downloaded for a URL job (stored once the job is done), as sent."""
+    job = await _visible_job(services, principal, image_id)
+    blobs = services.blobs
+    # The upload's key is the job's own, never the row's blob_key: a forged event could have named another's.
+    key = blobs.original_key(job.image_id) if job.blob_key is None else blobs.upload_key(job.image_id)
+    return await blob_response(request, blobs, key, media_type=None, missing=_not_stored(job, "original image"))
+
+
+async def _visible_job(services: Services, principal: Principal, image_id: UUID) -> Job:
+    """The job, if the caller may see it; else 404 (another client's job is not there, as far as it knows)."""
+    job = await services.jobs.get(str(image_id))
+    if job is None or not principal.may_see(job.owner):
+        raise _not_found(image_id)
+    return job
+
+
+def _not_stored(job: Job, what: str) -> HTTPException:
+    """A job's image that is not stored: 409 while the job is not done (a worker stores it before it marks the job
+    done, as with the result), 404 once it is (it finished before this image was kept, or was deleted since)."""
+    if job.status is not JobStatus.DONE:
+        return HTTPException(409, f"job {job.image_id} is {job.status.value}; its {what} is stored once it is done")
+    return HTTPException(404, f"the {what} of job {job.image_id} is not stored")
+
+
+def _listing_owner(principal: Principal) -> str | None:
+    """Whose jobs the caller lists: an admin's key (or anyone with auth off) everyone's, any other key its own."""
+    return None if Role.ADMIN in principal.roles else principal.key_id
 
 
 def _not_found(image_id: UUID) -> HTTPException:
@@ -125,6 +223,13 @@ def _result_path(image_id: str) -> str:
 def _view(job: Job) -> JobView:
     url = redact_url(job.source_url) if job.source_url else None
     source = JobSource(kind="url", url=url) if url else JobSource(kind="upload")
+    done = job.status is JobStatus.DONE
+    base = _status_path(job.image_id)
+    kafka = None
+    if job.kafka_topic is not None and job.kafka_partition is not None and job.kafka_offset is not None:
+        kafka = KafkaCoordinates(
+            topic=job.kafka_topic, partition=job.kafka_partition, offset=job.kafka_offset, key=job.image_id
+        )
     return JobView(
         id=UUID(job.image_id),
         status=job.status,
@@ -137,5 +242,11 @@ def _view(job: Job) -> JobView:
         attempts=job.attempts,
         executions=job.executions,
         error=job.error,
-        result_url=_result_path(job.image_id) if job.status is JobStatus.DONE else None,
+        result_url=_result_path(job.image_id) if done else None,
+        kafka=kafka,
+        # Stored by the worker before it marks the job done; an upload is stored before the job is accepted.
+        thumbnail_urls=ThumbnailUrls(
+            source=f"{base}/thumbnails/source" if done else None, result=f"{base}/thumbnails/result" if done else None
+        ),
+        original_url=f"{base}/original" if done or job.blob_key is not None else None,
     )

@@ -60,6 +60,22 @@ class JobSource(BaseModel):
     )
 
 
+class KafkaCoordinates(BaseModel):
+    """Where the record a worker last started the job from sits in Kafka (a redelivery or a redrive moves it)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str = Field(description="The record's key: the job's id, which keeps one image's events in order.")
+
+
+class ThumbnailUrls(BaseModel):
+    """Where the job's WEBP thumbnails (at most 256 px a side) are served; each is null until the job is done."""
+
+    source: str | None
+    result: str | None
+
+
 class JobView(BaseModel):
     """A job's progress as the workers report it."""
 
@@ -78,6 +94,21 @@ class JobView(BaseModel):
     )
     error: str | None
     result_url: str | None = Field(description="Where the processed image is served, once done.")
+    kafka: KafkaCoordinates | None = Field(description="The job's record in Kafka, once a worker has started it.")
+    thumbnail_urls: ThumbnailUrls
+    original_url: str | None = Field(
+        description="Where the image the job started from is served at full size: an upload's at once, a URL's "
+        "(as the worker downloaded it) once the job is done."
+    )
+
+
+class JobList(BaseModel):
+    """A page of jobs, newest first."""
+
+    items: list[JobView]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page (the same filters); null on the last page."
+    )
 
 
 class Problem(BaseModel):

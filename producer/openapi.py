@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from core.imaging import ALLOWED_IMAGE_FORMATS, IMAGE_MEDIA_TYPES
+from core.blobs import THUMBNAIL_MEDIA_TYPE
+from core.imaging import ALLOWED_IMAGE_FORMATS, IMAGE_MEDIA_TYPES, UNKNOWN_MEDIA_TYPE
 from producer.models import ImageJobRequest, JobAccepted, Problem
 from schemas import FilterName
 
@@ -112,5 +113,32 @@ RESULT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/png": {}}, "description": "The processed image."},
     404: {"model": Problem},
     409: {"model": Problem, "description": "The job is not done (yet)."},
+    503: STORE_UNAVAILABLE,
+}
+LIST_RESPONSES: dict[int | str, dict[str, Any]] = {503: STORE_UNAVAILABLE}
+# Revalidated on every use (a re-run replaces the image under the same URL): the version tag says whether it did.
+ETAG: dict[str, Any] = {
+    "ETag": {"description": "The stored image's version.", "required": True, "schema": {"type": "string"}},
+    "Cache-Control": {"description": "`private, no-cache`.", "required": True, "schema": {"type": "string"}},
+}
+THUMBNAIL_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {THUMBNAIL_MEDIA_TYPE: {}},
+        "description": "The thumbnail, at most 256 px a side.",
+        "headers": ETAG,
+    },
+    404: {"model": Problem, "description": "No such job of yours, or it finished without thumbnails."},
+    409: {"model": Problem, "description": "The job is not done (yet): its thumbnails are stored when it is."},
+    503: STORE_UNAVAILABLE,
+}
+ORIGINAL_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        # The bytes as uploaded or downloaded: an accepted image (octet-stream only for bytes of no known format).
+        "content": {media_type: {} for media_type in (*IMAGE_MEDIA_TYPES.values(), UNKNOWN_MEDIA_TYPE)},
+        "description": "The image the job started from, at full size, as it was uploaded or downloaded.",
+        "headers": ETAG,
+    },
+    404: {"model": Problem, "description": "No such job of yours, or it finished without its original kept."},
+    409: {"model": Problem, "description": "A URL job not done (yet): the downloaded image is stored when it is."},
     503: STORE_UNAVAILABLE,
 }
