@@ -22,7 +22,7 @@ from core.imaging import limit_pixels
 from core.jobs import JobStore
 from core.schema import require_current
 from core.settings import Settings
-from producer import health, images
+from producer import admin, health, images
 from producer.deps import Services
 from producer.intake import JobIntake
 from producer.publisher import EventPublisher
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await publisher.start()
         intake = JobIntake(settings, jobs, blobs, publisher)
         uploads = asyncio.Semaphore(settings.max_concurrent_uploads)
+        lag_history = admin.lag_history(settings)  # samples only once an admin asks
         app.state.services = Services(
             settings=settings,
             jobs=jobs,
@@ -58,6 +59,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             keys=ApiKeyStore(jobs.engine),
             rate_limiter=RateLimiter(settings.rate_limit),
             uploads=uploads,
+            lag_history=lag_history,
+            redrive_lock=asyncio.Lock(),
         )
         sweeper = asyncio.create_task(intake.sweep_orphan_uploads_forever(), name="orphan upload sweep")
         # What start-up made lives as long as the process: out of the collector's sight, full collections stay
@@ -68,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             sweeper.cancel()
+            await lag_history.stop()
             await intake.aclose()
             await publisher.stop()
             await jobs.close()
@@ -83,6 +87,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(images.router)
     app.include_router(health.router)
+    app.include_router(admin.router)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(SQLAlchemyError, _dependency_unavailable)
     app.add_exception_handler(OSError, _dependency_unavailable)

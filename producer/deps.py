@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 from core.api_keys import ApiKeyStore
 from core.blobs import BlobStore
 from core.jobs import JobStore
+from core.lag_history import LagHistory
 from core.settings import Settings
 from producer.intake import JobIntake
 from producer.publisher import EventPublisher
@@ -29,6 +30,8 @@ class Services:
     keys: ApiKeyStore
     rate_limiter: RateLimiter
     uploads: asyncio.Semaphore  # uploads taken at once (MAX_CONCURRENT_UPLOADS): each spooled to a file
+    lag_history: LagHistory  # the workers' lag, sampled while an admin looks (producer/admin.py)
+    redrive_lock: asyncio.Lock  # one redrive at a time in this process (producer/admin.py)
 
 
 def get_services(request: Request) -> Services:
