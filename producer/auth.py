@@ -51,7 +51,14 @@ async def authenticate(request: Request, services: Services) -> Principal:
     scheme, credentials = get_authorization_scheme_param(request.headers.get("authorization"))
     if not credentials or scheme.lower() != "bearer":
         raise HTTPException(401, "an API key is required: Authorization: Bearer <key>", {"WWW-Authenticate": "Bearer"})
-    key = await services.keys.find(credentials)
+    return await principal_of_key(services, credentials)
+
+
+async def principal_of_key(services: Services, secret: str) -> Principal:
+    """The caller holding the API key ``secret`` (from a header or the console's cookie); 401 if none."""
+    if services.settings.auth_disabled:
+        return _LOCAL
+    key = await services.keys.find(secret)
     if key is None:
         raise HTTPException(
             401, "the API key is unknown or revoked", {"WWW-Authenticate": 'Bearer error="invalid_token"'}
@@ -63,6 +70,12 @@ async def require(request: Request, role: Role) -> Principal:
     """The caller, if its key has ``role`` (else 403) and is within its rate (else 429)."""
     services = get_services(request)
     principal = await authenticate(request, services)
+    authorize(services, principal, role)
+    return principal
+
+
+def authorize(services: Services, principal: Principal, role: Role) -> None:
+    """Raise 403 unless ``principal`` may act as ``role``, and 429 when its key is over its rate."""
     if role not in principal.roles and Role.ADMIN not in principal.roles:
         raise HTTPException(403, f"this API key may not {role.value}")
     if principal.key_id is not None and (wait_s := services.rate_limiter.retry_after_s(principal.key_id)):
@@ -71,7 +84,6 @@ async def require(request: Request, role: Role) -> Principal:
             f"this API key made more than {services.settings.rate_limit} requests",
             {"Retry-After": str(wait_s)},
         )
-    return principal
 
 
 class RequireRole(HTTPBearer):

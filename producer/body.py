@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive
 
@@ -60,15 +60,51 @@ async def job_request(request: Request, max_upload_bytes: int) -> AsyncIterator[
     """
     media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if media_type == "multipart/form-data":
-        services = get_services(request)
-        if services.uploads.locked():
-            raise UploadsBusy(f"{services.settings.max_concurrent_uploads} uploads are being read")
-        async with services.uploads, _multipart(request, max_upload_bytes) as parts:
+        async with _multipart(request, max_upload_bytes) as parts:
             yield parts
     elif media_type in ("application/json", "") or media_type.endswith("+json"):
         yield await _read_json(request)
     else:
         raise UnsupportedMediaType(f"unsupported content type {media_type!r}; send JSON or multipart/form-data")
+
+
+@contextlib.asynccontextmanager
+async def bounded_form(request: Request, max_upload_bytes: int, *, max_fields: int) -> AsyncIterator[FormData]:
+    """The multipart form for the block, read within ``max_upload_bytes`` whatever ``Content-Length`` says, its
+    file spooled; 422 when it is malformed or too large, :class:`UploadsBusy` when enough uploads are being read."""
+    services = get_services(request)
+    if services.uploads.locked():
+        raise UploadsBusy(f"{services.settings.max_concurrent_uploads} uploads are being read")
+    limit_bytes = max_upload_bytes + MULTIPART_OVERHEAD_BYTES
+    async with services.uploads:
+        if _declared_length(request) > limit_bytes:
+            reject("file", f"file is larger than {max_upload_bytes} bytes", "too_large")
+        bounded = Request(request.scope, receive=_bounded_receive(request.receive, limit_bytes))
+        try:
+            form = await bounded.form(max_files=1, max_fields=max_fields)
+        except _BodyTooLarge:
+            reject("file", f"file is larger than {max_upload_bytes} bytes", "too_large")
+        except ClientDisconnect:
+            raise
+        except Exception as exc:  # python-multipart and starlette raise several types for malformed bodies
+            reject("", f"malformed multipart body: {exc}")
+        try:
+            yield form
+        finally:
+            await form.close()
+
+
+def url_job(url: str, image_filter: FilterName, *, allow_private_urls: bool) -> str:
+    """``url`` if the API would take it in a JSON request (http(s), length, no non-public literal address)."""
+    try:
+        job = ImageJobRequest.model_validate(
+            {"url": url, "filter": image_filter}, context={ALLOW_PRIVATE_URLS_CONTEXT: allow_private_urls}
+        )
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_input=False)]
+        ) from exc
+    return str(job.url)
 
 
 async def _read_json(request: Request) -> tuple[str, FilterName]:
@@ -88,32 +124,18 @@ async def _read_json(request: Request) -> tuple[str, FilterName]:
 
 @contextlib.asynccontextmanager
 async def _multipart(request: Request, max_upload_bytes: int) -> AsyncIterator[tuple[Upload, FilterName]]:
-    limit_bytes = max_upload_bytes + MULTIPART_OVERHEAD_BYTES
-    if _declared_length(request) > limit_bytes:
-        reject("file", f"file is larger than {max_upload_bytes} bytes", "too_large")
-    bounded = Request(request.scope, receive=_bounded_receive(request.receive, limit_bytes))
-    try:
-        form = await bounded.form(max_files=1, max_fields=4)
-    except _BodyTooLarge:
-        reject("file", f"file is larger than {max_upload_bytes} bytes", "too_large")
-    except ClientDisconnect:
-        raise
-    except Exception as exc:  # python-multipart and starlette raise several types for malformed bodies
-        reject("", f"malformed multipart body: {exc}")
-    try:
-        image_filter = _form_filter(form.get("filter"))
+    async with bounded_form(request, max_upload_bytes, max_fields=4) as form:
+        image_filter = form_filter(form.get("filter"))
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             reject("file", "Field required: send the image as a file part named 'file'", "missing")
         for name in form:
             if name not in MULTIPART_FIELDS:
                 reject(name, "Extra inputs are not permitted", "extra_forbidden")
-        yield await _checked_upload(upload, max_upload_bytes), image_filter
-    finally:
-        await form.close()
+        yield await checked_upload(upload, max_upload_bytes), image_filter
 
 
-async def _checked_upload(upload: UploadFile, max_upload_bytes: int) -> Upload:
+async def checked_upload(upload: UploadFile, max_upload_bytes: int) -> Upload:
     """The upload if it is a non-empty image in an accepted format within the limits, with its digest."""
     size = upload.size or 0
     if size > max_upload_bytes:
@@ -139,7 +161,7 @@ async def _checked_upload(upload: UploadFile, max_upload_bytes: int) -> Upload:
     return Upload(file, size, sha256)
 
 
-def _form_filter(value: Any) -> FilterName:
+def form_filter(value: Any) -> FilterName:
     if value is None:
         reject("filter", "Field required", "missing")
     try:
