@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run migrate test lint format kafka bench lock clean
+.PHONY: install run migrate test lint format kafka bench console-screenshots lock clean
 
 # constraints.txt pins every package to the versions the suite last passed with, so an upstream release cannot
 # change what CI installs; `make lock` moves them to the newest releases pyproject.toml allows.
@@ -40,6 +40,9 @@ kafka: install  ## Only a local Kafka broker on :9092, in the foreground.
 
 bench: install  ## Benchmarks as ratios against limits measured in the same run (ARGS="--quick --runs 1").
 	$(BIN)/python -m scripts.bench $(ARGS)
+
+console-screenshots: install  ## Photograph every console page (desktop and phone) into docs/console, in a browser test run.
+	CONSOLE_SCREENSHOTS=docs/console $(BIN)/pytest tests/console/test_browser.py
 
 lock:  ## Re-resolve constraints.txt to the newest versions pyproject.toml allows (then run make test).
 	rm -rf .lock-venv

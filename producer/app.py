@@ -23,6 +23,7 @@ from core.jobs import JobStore
 from core.schema import require_current
 from core.settings import Settings
 from producer import admin, health, images
+from producer.console import router as console
 from producer.deps import Services
 from producer.intake import JobIntake
 from producer.publisher import EventPublisher
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(images.router)
     app.include_router(health.router)
     app.include_router(admin.router)
+    console.install(app)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(SQLAlchemyError, _dependency_unavailable)
     app.add_exception_handler(OSError, _dependency_unavailable)

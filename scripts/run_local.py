@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> None:
             for index in range(args.workers if worker else 0):
                 stack.enter_context(_process(["image-worker"], env, data_dir / f"worker-{index}.log"))
             print(f"API ready at {api_url} (docs: {api_url}/docs); broker at {bootstrap}; logs in {data_dir}")
+            print(f"Console: {api_url}/console (submit, watch and fix jobs in a browser)")
             state = _send_sample(api_url, args.filter, wait_for_final=worker is not None)
             if args.once:
                 sys.exit(0 if state == ("done" if worker else "queued") else 1)
