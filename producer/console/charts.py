@@ -18,6 +18,7 @@ PADDING_PX = 24
 class LineChart:
     points: str  # SVG polyline points
     area: str  # the polygon under the line
+    last: tuple[float, float]  # the newest value's point, marked (a single sample draws no line)
     peak: int
     empty: bool
 
@@ -42,14 +43,14 @@ class BarChart:
 def line_chart(values: Sequence[int]) -> LineChart:
     """``values`` evenly spaced across the chart, scaled so the largest touches the top."""
     if not values:
-        return LineChart(points="", area="", peak=0, empty=True)
+        return LineChart(points="", area="", last=(0.0, 0.0), peak=0, empty=True)
     peak = max(max(values), 1)
     step = (WIDTH - 2 * PADDING_PX) / max(len(values) - 1, 1)
     coordinates = [(PADDING_PX + index * step, _y(value, peak)) for index, value in enumerate(values)]
     points = " ".join(f"{x:.1f},{y:.1f}" for x, y in coordinates)
     bottom = HEIGHT - PADDING_PX
     area = f"{coordinates[0][0]:.1f},{bottom} {points} {coordinates[-1][0]:.1f},{bottom}"
-    return LineChart(points=points, area=area, peak=max(values), empty=False)
+    return LineChart(points=points, area=area, last=coordinates[-1], peak=max(values), empty=False)
 
 
 def stacked_bars(buckets: Sequence[tuple[str, int, int]]) -> BarChart:
