@@ -119,7 +119,7 @@ async def redrive_dead_letters(body: RedriveRequest, services: ServicesDep, prin
                 report = await redrive(settings, options)
     logger.info(
         "redrive by API key %s (dry run: %s): %s",
-        principal.key_id,
+        principal.key_id or "(auth off)",
         report.dry_run,
         report.as_dict()["totals"],
     )
