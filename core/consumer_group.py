@@ -3,7 +3,9 @@ each partition of the main topic.
 
 aiokafka 0.14 has no list-offsets admin call: the group's state, its members' assignments and its committed
 offsets come from an admin client; log start and end offsets from a consumer that joins no group (those calls
-work on partitions it is not assigned). Both live for one call only, so nobody looking means no requests.
+work on partitions it is not assigned). A :class:`GroupReader` keeps both open between looks: starting and
+stopping a consumer each time took about 110 ms of the console's Workers page. The API closes them once nobody
+has looked for a while (core/lag_history.py), so nobody looking still means no requests.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from aiokafka.coordinator.protocol import ConsumerProtocol, ConsumerProtocolMemb
 from aiokafka.errors import KafkaError, for_code
 from pydantic import BaseModel, ConfigDict
 
-from core.clients import kafka_deadline, running
+from core.clients import kafka_deadline, stop_within
 from core.kafka_connection import kafka_connection
 from core.settings import Settings
 
@@ -155,22 +157,66 @@ class GroupOverview(_Frozen):
 
 
 async def describe_consumer_group(settings: Settings, *, timeout_s: float = DESCRIBE_TIMEOUT_S) -> GroupOverview:
-    """The workers' group: state, members, and per partition of IMAGES_TOPIC the committed and end offsets, the
-    lag and the owner. Raises :class:`core.clients.KafkaUnavailable` when Kafka does not answer within
-    ``timeout_s``."""
-    group, topic = settings.consumer_group, settings.images_topic
-    request_timeout_ms = int(timeout_s * 1000)
-    admin = AIOKafkaAdminClient(**kafka_connection(settings), request_timeout_ms=request_timeout_ms)
-    async with (
-        kafka_deadline(settings, timeout_s, f"describing consumer group {group}"),
-        running(admin, stop_timeout_s=STOP_TIMEOUT_S),
-    ):
-        state = await read_group_state(admin, group)
-        committed = await retrying(lambda: admin.list_consumer_group_offsets(group))
-        partitions = await retrying(lambda: topic_partitions(admin, topic))
-        log_start, log_end = await log_range(settings, partitions, request_timeout_ms=request_timeout_ms)
-    committed_offsets = {tp: meta.offset for tp, meta in committed.items() if meta.offset >= 0}
-    return overview(state, topic, committed_offsets, log_start, log_end)
+    """The workers' group, read once by clients that are closed afterwards (see :class:`GroupReader`)."""
+    reader = GroupReader(settings, timeout_s=timeout_s)
+    try:
+        return await reader.describe()
+    finally:
+        await reader.close()
+
+
+class GroupReader:
+    """Reads the workers' group through an admin client and a consumer that stay open from one look to the next.
+
+    A look that fails closes them, so the next one starts afresh (a broker that came back, a new leader).
+    """
+
+    def __init__(self, settings: Settings, *, timeout_s: float = DESCRIBE_TIMEOUT_S) -> None:
+        self._settings = settings
+        self._timeout_s = timeout_s
+        self._clients: tuple[AIOKafkaAdminClient, AIOKafkaConsumer] | None = None
+        self._starting = asyncio.Lock()
+
+    async def describe(self) -> GroupOverview:
+        """The group's state, members, and per partition of IMAGES_TOPIC the committed and end offsets, the lag and
+        the owner. Raises :class:`core.clients.KafkaUnavailable` when Kafka does not answer within the timeout."""
+        group, topic = self._settings.consumer_group, self._settings.images_topic
+        try:
+            async with kafka_deadline(self._settings, self._timeout_s, f"describing consumer group {group}"):
+                admin, consumer = await self._started()
+                state = await read_group_state(admin, group)
+                committed = await retrying(lambda: admin.list_consumer_group_offsets(group))
+                partitions = await retrying(lambda: topic_partitions(admin, topic))
+                log_start, log_end = await log_range(consumer, partitions)
+        except BaseException:
+            await self.close()
+            raise
+        committed_offsets = {tp: meta.offset for tp, meta in committed.items() if meta.offset >= 0}
+        return overview(state, topic, committed_offsets, log_start, log_end)
+
+    async def close(self) -> None:
+        """Close the clients (the next :meth:`describe` opens new ones)."""
+        clients, self._clients = self._clients, None
+        if clients is not None:
+            for client in clients:
+                await stop_within(client, STOP_TIMEOUT_S)
+
+    async def _started(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
+        async with self._starting:
+            if self._clients is None:
+                request_timeout_ms = int(self._timeout_s * 1000)
+                connection = kafka_connection(self._settings)
+                admin = AIOKafkaAdminClient(**connection, request_timeout_ms=request_timeout_ms)
+                consumer = AIOKafkaConsumer(
+                    **connection,
+                    enable_auto_commit=False,
+                    request_timeout_ms=request_timeout_ms,
+                    isolation_level="read_committed",  # the end offsets the workers see
+                )
+                self._clients = (admin, consumer)  # closed by close() even if a start below fails
+                await admin.start()
+                await consumer.start()
+            return self._clients
 
 
 def overview(
@@ -218,22 +264,12 @@ def overview(
 
 
 async def log_range(
-    settings: Settings, partitions: list[TopicPartition], *, request_timeout_ms: int
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
 ) -> tuple[dict[TopicPartition, int], dict[TopicPartition, int]]:
-    """Log start and end offsets of ``partitions`` (the end as ``read_committed`` consumers see it, as the workers
-    do), read by a consumer that joins no group."""
+    """Log start and end offsets of ``partitions``, read by ``consumer`` (in no group)."""
     if not partitions:
-        # No consumer at all: aiokafka's stop() right after start() raises CancelledError (its no-group
-        # coordinator task was cancelled before it first ran).
         return {}, {}
-    consumer = AIOKafkaConsumer(
-        **kafka_connection(settings),
-        enable_auto_commit=False,
-        request_timeout_ms=request_timeout_ms,
-        isolation_level="read_committed",
-    )
-    async with running(consumer, stop_timeout_s=STOP_TIMEOUT_S):
-        return await consumer.beginning_offsets(partitions), await consumer.end_offsets(partitions)
+    return await consumer.beginning_offsets(partitions), await consumer.end_offsets(partitions)
 
 
 async def topic_partitions(admin: AIOKafkaAdminClient, topic: str) -> list[TopicPartition]:

@@ -49,19 +49,21 @@ class LagHistory:
     """Lag samples of the last ``window_s``, one every ``interval_s``, taken by ``sample`` in a background task.
 
     :meth:`ensure_running` starts the task (the admin routes call it); it ends by itself once nobody called
-    :meth:`ensure_running` for ``window_s``, and :meth:`stop` ends it at shutdown.
+    :meth:`ensure_running` for ``window_s`` (then awaits ``on_idle``), and :meth:`stop` ends it at shutdown.
     """
 
     def __init__(
         self,
         sample: Callable[[], Awaitable[GroupOverview]],
         *,
+        on_idle: Callable[[], Awaitable[None]] | None = None,
         interval_s: float = SAMPLE_INTERVAL_S,
         window_s: float = WINDOW_S,
     ) -> None:
         self.interval_s = interval_s
         self.window_s = window_s
         self._sample = sample
+        self._on_idle = on_idle
         self._samples: deque[LagSample] = deque(maxlen=math.ceil(window_s / interval_s))
         self._task: asyncio.Task[None] | None = None
         self._wanted_at = -math.inf
@@ -114,3 +116,5 @@ class LagHistory:
                 logger.exception("lag history: sampling failed")
                 self._sampled_at = time.monotonic()
         logger.info("lag history: nobody asked for %.0f s; sampling stops until the next request", self.window_s)
+        if self._on_idle is not None:
+            await self._on_idle()  # e.g. the reader's connections: nobody looking means no requests

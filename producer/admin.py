@@ -13,7 +13,6 @@ the CLI's rule applies, run one redrive per progress group at a time.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 from collections.abc import Iterator
 from typing import Annotated, Any
@@ -22,7 +21,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 
 from core.api_keys import Role
 from core.clients import KafkaUnavailable, kafka_deadline
-from core.consumer_group import describe_consumer_group
+from core.consumer_group import GroupReader
 from core.dead_letter_overview import DeadLetterOverview, dead_letter_overview
 from core.lag_history import LagHistory
 from core.redrive import Report, redrive
@@ -68,7 +67,7 @@ async def consumer_group(services: ServicesDep) -> ConsumerGroupPage:
     """The group's state, members and their partitions, the lag per partition, and the lag of the last minutes
     (sampled every few seconds while someone asks for this page)."""
     with _unavailable_is_503(services.settings):
-        overview = await describe_consumer_group(services.settings)
+        overview = await services.group_reader.describe()
     history = services.lag_history
     history.record(overview)
     history.ensure_running()
@@ -140,6 +139,7 @@ def _unavailable_is_503(settings: Settings, hint: str = "") -> Iterator[None]:
         ) from exc
 
 
-def lag_history(settings: Settings) -> LagHistory:
-    """The lag history the lifespan keeps in Services: samples of the workers' group of ``settings``."""
-    return LagHistory(functools.partial(describe_consumer_group, settings))
+def lag_history(reader: GroupReader) -> LagHistory:
+    """The lag history the lifespan keeps in Services: samples read by ``reader``, whose connections are closed
+    when sampling stops for lack of interest."""
+    return LagHistory(reader.describe, on_idle=reader.close)

@@ -18,6 +18,7 @@ from starlette.requests import ClientDisconnect
 
 from core.api_keys import ApiKeyStore
 from core.blobs import open_blob_store
+from core.consumer_group import GroupReader
 from core.imaging import limit_pixels
 from core.jobs import JobStore
 from core.schema import require_current
@@ -50,7 +51,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await publisher.start()
         intake = JobIntake(settings, jobs, blobs, publisher)
         uploads = asyncio.Semaphore(settings.max_concurrent_uploads)
-        lag_history = admin.lag_history(settings)  # samples only once an admin asks
+        group_reader = GroupReader(settings)
+        lag_history = admin.lag_history(group_reader)  # samples only once an admin asks
         app.state.services = Services(
             settings=settings,
             jobs=jobs,
@@ -60,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             keys=ApiKeyStore(jobs.engine),
             rate_limiter=RateLimiter(settings.rate_limit),
             uploads=uploads,
+            group_reader=group_reader,
             lag_history=lag_history,
             redrive_lock=asyncio.Lock(),
         )
@@ -73,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             sweeper.cancel()
             await lag_history.stop()
+            await group_reader.close()
             await intake.aclose()
             await publisher.stop()
             await jobs.close()

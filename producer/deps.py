@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 
 from core.api_keys import ApiKeyStore
 from core.blobs import BlobStore
+from core.consumer_group import GroupReader
 from core.jobs import JobStore
 from core.lag_history import LagHistory
 from core.settings import Settings
@@ -30,6 +31,7 @@ class Services:
     keys: ApiKeyStore
     rate_limiter: RateLimiter
     uploads: asyncio.Semaphore  # uploads taken at once (MAX_CONCURRENT_UPLOADS): each spooled to a file
+    group_reader: GroupReader  # the workers' group, for the admin routes (clients kept open between looks)
     lag_history: LagHistory  # the workers' lag, sampled while an admin looks (producer/admin.py)
     redrive_lock: asyncio.Lock  # one redrive at a time in this process (producer/admin.py)
 
