@@ -74,10 +74,12 @@ async def require(request: Request, role: Role) -> Principal:
     return principal
 
 
-def authorize(services: Services, principal: Principal, role: Role) -> None:
-    """Raise 403 unless ``principal`` may act as ``role``, and 429 when its key is over its rate."""
+def authorize(services: Services, principal: Principal, role: Role, *, counted: bool = True) -> None:
+    """Raise 403 unless ``principal`` may act as ``role``, and (``counted``) 429 when its key is over its rate."""
     if role not in principal.roles and Role.ADMIN not in principal.roles:
         raise HTTPException(403, f"this API key may not {role.value}")
+    if not counted:
+        return
     if principal.key_id is not None and (wait_s := services.rate_limiter.retry_after_s(principal.key_id)):
         raise HTTPException(
             429,

@@ -26,8 +26,12 @@ class LoginRequired(Exception):
     """No (valid) key in the session: the browser goes to the login form and comes back."""
 
 
-async def viewer(request: Request, role: Role) -> Principal:
-    """The console's user, if its key has ``role``; raises :class:`LoginRequired` or a 403/429 ``HTTPException``."""
+async def viewer(request: Request, role: Role, *, counted: bool = True) -> Principal:
+    """The console's user, if its key has ``role``; raises :class:`LoginRequired` or a 403/429 ``HTTPException``.
+
+    Pages and forms count against the key's ``RATE_LIMIT``; the images a page shows do not (``counted=False``):
+    a page of 25 jobs loads 50 thumbnails at once, and the page that links them was counted.
+    """
     services = get_services(request)
     key = session.api_key(request)
     if key is None and not services.settings.auth_disabled:
@@ -36,7 +40,7 @@ async def viewer(request: Request, role: Role) -> Principal:
         principal = await principal_of_key(services, key or "")
     except HTTPException as exc:  # revoked or unknown since the login
         raise LoginRequired from exc
-    authorize(services, principal, role)
+    authorize(services, principal, role, counted=counted)
     return principal
 
 

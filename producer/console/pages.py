@@ -180,20 +180,20 @@ async def job_status(request: Request, image_id: uuid.UUID) -> JSONResponse:
 
 @router.get("/jobs/{image_id}/thumbnails/{kind}")
 async def job_thumbnail(request: Request, image_id: uuid.UUID, kind: ThumbnailKind) -> Response:
-    user = await viewer(request, Role.READ)
+    user = await viewer(request, Role.READ, counted=False)
     return await images.read_thumbnail(image_id, kind, request, get_services(request), user)
 
 
 @router.get("/jobs/{image_id}/original")
 async def job_original(request: Request, image_id: uuid.UUID) -> Response:
-    user = await viewer(request, Role.READ)
+    user = await viewer(request, Role.READ, counted=False)
     return await images.read_original(image_id, request, get_services(request), user)
 
 
 @router.get("/jobs/{image_id}/result")
 async def job_result(request: Request, image_id: uuid.UUID, download: bool = False) -> Response:
     """The result as the API serves it; ``download`` asks the browser to save it rather than show it."""
-    user = await viewer(request, Role.READ)
+    user = await viewer(request, Role.READ, counted=False)
     response: Response = await images.read_result(image_id, request, get_services(request), user)
     if download and response.status_code == 200:
         response.headers["Content-Disposition"] = f'attachment; filename="{image_id}.png"'

@@ -192,3 +192,24 @@ async def test_a_redrive_needs_the_form_token_and_an_admin(secured: Settings, st
         await log_in(console, admin)
         forged = await console.post("/console/dead-letters/redrive", data={"mode": "execute", "csrf": "x"})
         assert forged.status_code == 403, "a redrive posted from another site is refused before Kafka is asked"
+
+
+async def test_pages_count_against_the_rate_limit_and_their_images_do_not(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    limited = make_settings(kafka_bootstrap, tmp_path, auth_disabled=False, rate_limit="2/minute")
+    store = JobStore.from_url(limited.database_url)
+    try:
+        _, secret = await new_key(store, "alice", Role.READ)
+    finally:
+        await store.close()
+    async with api_client(limited) as console:
+        await log_in(console, secret)
+        assert (await console.get("/console/jobs")).status_code == 200
+        for _ in range(5):  # a page's thumbnails: here of a job that is not there
+            thumbnail = await console.get(f"/console/jobs/{uuid.uuid4()}/thumbnails/result")
+            assert thumbnail.status_code == 404
+        assert (await console.get("/console/jobs")).status_code == 200
+        over = await console.get("/console/jobs")
+        assert over.status_code == 429
+        assert over.headers["retry-after"]
