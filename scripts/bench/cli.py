@@ -6,7 +6,8 @@
 
 Comparisons: accept (POST /images against a bare endpoint and a raw producer), worker (the Worker against a
 raw consume loop), concurrency (key-ordered concurrency against the ideal and a partition-bound consumer),
-scale_out (1 then 2 worker processes on CPU-bound jobs), end_to_end (POST to done). A Kafka broker is started
+scale_out (1 then 2 worker processes on CPU-bound jobs), end_to_end (POST to done), console (the console's
+pages with 10,000 jobs in PostgreSQL). A Kafka broker is started
 from the local launcher unless ``KAFKA_BOOTSTRAP_SERVERS`` names one. Progress goes to stderr, the table to
 stdout, and a JSON document and a PNG chart to ``--out``. Exit status 1 when a comparison could not be measured
 (a missed goal is a result, not a failure).
@@ -28,7 +29,7 @@ from collections.abc import Callable, Coroutine, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from scripts.bench import accept, concurrency, end_to_end, machine, report, scale_out, worker_path
+from scripts.bench import accept, concurrency, console, end_to_end, machine, report, scale_out, worker_path
 from scripts.bench.context import Context, print_progress
 from scripts.bench.results import Benchmark, Comparison, build_comparison, failed_comparison
 from scripts.bench.workload import warm_up_broker
@@ -44,6 +45,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         concurrency.BENCHMARK,
         scale_out.BENCHMARK,
         end_to_end.BENCHMARK,
+        console.BENCHMARK,
     )
 }
 
