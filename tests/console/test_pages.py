@@ -194,9 +194,7 @@ async def test_a_redrive_needs_the_form_token_and_an_admin(secured: Settings, st
         assert forged.status_code == 403, "a redrive posted from another site is refused before Kafka is asked"
 
 
-async def test_pages_count_against_the_rate_limit_and_their_images_do_not(
-    kafka_bootstrap: str, tmp_path: Path
-) -> None:
+async def test_pages_count_against_the_rate_limit_and_their_images_do_not(kafka_bootstrap: str, tmp_path: Path) -> None:
     limited = make_settings(kafka_bootstrap, tmp_path, auth_disabled=False, rate_limit="2/minute")
     store = JobStore.from_url(limited.database_url)
     try:
