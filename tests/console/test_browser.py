@@ -8,7 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 from selenium import webdriver
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
 from tests.console.browser import click_label_of, images_loaded, screenshots, text_of, wait_until
@@ -91,9 +93,15 @@ def test_a_key_without_admin_sees_no_operator_pages(browser: webdriver.Chrome, c
 def test_a_poison_job_is_redriven_once_its_cause_is_fixed(browser: webdriver.Chrome, console: Console) -> None:
     log_in(browser, console, console.admin_key)
     browser.get(console.url("/console/submit"))
-    browser.find_element(By.ID, "url").send_keys(console.images.url("/late/9.png"))
-    click_label_of(browser.find_element(By.CSS_SELECTOR, 'input[name="filter"][value="blur"]'))
-    browser.find_element(By.ID, "submit-button").click()
+    # With the keyboard only: the URL, Tab to the filters, arrows to blur, Tab to the button, Enter.
+    url = browser.find_element(By.ID, "url")
+    url.send_keys(console.images.url("/late/9.png"))
+    ActionChains(browser).send_keys(Keys.TAB, Keys.ARROW_RIGHT, Keys.ARROW_RIGHT, Keys.ARROW_RIGHT).perform()
+    chosen = browser.find_element(By.CSS_SELECTOR, 'input[name="filter"]:checked').get_attribute("value")
+    assert chosen == "blur", "the filters are one radio group the arrow keys move through"
+    ActionChains(browser).send_keys(Keys.TAB).perform()
+    assert browser.switch_to.active_element.get_attribute("id") == "submit-button"
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
     wait_until(browser, status_is("failed"), "the poison job to fail")
     job_id = browser.current_url.rsplit("/", 1)[1]
 
