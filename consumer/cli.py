@@ -50,7 +50,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
 
-    configure_logging(args.log_level)
     overrides = {
         name: value
         for name, value in {
@@ -64,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = load_settings(**overrides)
     except InvalidSettings as exc:
         sys.exit(f"image-worker: {exc}")
+    configure_logging(args.log_level, log_format=settings.log_format)
     try:
         asyncio.run(serve(settings))
     except StartupError as exc:

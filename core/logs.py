@@ -5,6 +5,9 @@ in ten seconds from the API. :class:`OutageReport` turns that into a report: the
 logged as its start, later ones are counted and summed up at most once per interval, and one line says when
 it is over (nothing more for an interval). The project's own lines about the same trouble join the report by
 passing ``extra=KAFKA_TROUBLE``.
+
+``LOG_FORMAT=json`` makes each line one JSON object (``time``, ``level``, ``logger``, ``message``, ``exception``
+when there is one, and the fields of :mod:`core.log_context` on a job's lines), for a log store to index.
 """
 
 from __future__ import annotations
@@ -13,17 +16,30 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Literal
+
+from pythonjsonlogger.core import RESERVED_ATTRS
+from pythonjsonlogger.json import JsonFormatter
+
+from core.log_context import JobFieldsFilter
 
 FORMAT: Final = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 KAFKA_TROUBLE: Final = {"kafka_trouble": True}
 REPORT_INTERVAL_S: Final = 10.0
+LogFormat = Literal["text", "json"]
+# The attributes every JSON line has, under the names a log store expects; the rest of a record's attributes (the
+# job fields, ``extra=``) become fields of their own.
+JSON_FIELDS: Final = ("levelname", "name", "message")
+JSON_RENAMES: Final = {"levelname": "level", "name": "logger", "exc_info": "exception", "stack_info": "stack"}
+# uvicorn's ANSI-coloured copy of its message, and our outage marker: noise in a JSON line.
+JSON_HIDDEN: Final = (*RESERVED_ATTRS, "color_message", *KAFKA_TROUBLE)
 
 logger = logging.getLogger(__name__)
 
 
-def configure_logging(level: str, *, quiet_kafka: bool = False) -> OutageReport:
-    """Log to stderr at ``level``; Kafka trouble goes through one :class:`OutageReport`, which is returned.
+def configure_logging(level: str, *, log_format: LogFormat = "text", quiet_kafka: bool = False) -> OutageReport:
+    """Log to stderr at ``level`` as ``log_format``; Kafka trouble goes through one :class:`OutageReport`, which is
+    returned.
 
     ``quiet_kafka`` drops aiokafka's lines below CRITICAL altogether: for commands that print their own
     one-line error.
@@ -32,6 +48,9 @@ def configure_logging(level: str, *, quiet_kafka: bool = False) -> OutageReport:
     report = OutageReport()
     for handler in logging.getLogger().handlers:
         handler.addFilter(report)
+        handler.addFilter(JobFieldsFilter())
+        if log_format == "json":
+            handler.setFormatter(json_formatter())
     # httpx logs every request's full URL at INFO, query string included; the worker's own job line says what
     # matters, without secrets (core/urls.py).
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -40,6 +59,11 @@ def configure_logging(level: str, *, quiet_kafka: bool = False) -> OutageReport:
     if quiet_kafka and logging.getLogger().level > logging.INFO:
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     return report
+
+
+def json_formatter() -> logging.Formatter:
+    """One JSON object per line; ``time`` is ISO 8601 in UTC, whatever the host's time zone."""
+    return JsonFormatter(list(JSON_FIELDS), rename_fields=JSON_RENAMES, reserved_attrs=JSON_HIDDEN, timestamp="time")
 
 
 class OutageReport(logging.Filter):

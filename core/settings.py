@@ -160,6 +160,11 @@ class Settings(BaseSettings):
         default=None, ge=0, le=65535, description="Serve Prometheus metrics and liveness on this port."
     )
 
+    # image-api and image-worker (uvicorn's lines too): see core/logs.py.
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="Log lines as text, or as one JSON object per line (json) for a log store."
+    )
+
     def as_environment(self) -> dict[str, str]:
         """The environment variables that make another process (a worker, the API) read these settings."""
         env: dict[str, str] = {}

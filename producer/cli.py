@@ -11,6 +11,7 @@ import sys
 import uvicorn
 from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
+from uvicorn.config import LOGGING_CONFIG
 
 from core.clients import one_line
 from core.logs import configure_logging
@@ -46,11 +47,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
 
-    configure_logging(args.log_level)
     try:
         settings = load_settings()  # each process reads them again; this says what is wrong once, before any starts
     except InvalidSettings as exc:
         sys.exit(f"image-api: {exc}")
+    configure_logging(args.log_level, log_format=settings.log_format)
     # Checked here as well as in the app's lifespan: a failed lifespan ends uvicorn with a traceback.
     try:
         asyncio.run(require_current_at(settings.database_url))
@@ -67,12 +68,16 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port,
         log_level=args.log_level,
         timeout_keep_alive=KEEP_ALIVE_TIMEOUT_S,
+        # Under json, uvicorn's loggers keep no handlers of their own and reach the root's JSON one; a spawned
+        # serving process configures the root in app_from_environment, before uvicorn logs anything there.
+        log_config=None if settings.log_format == "json" else LOGGING_CONFIG,
         http=f"{EnvironmentBoundedProtocol.__module__}:{EnvironmentBoundedProtocol.__name__}",
     )
 
 
 def app_from_environment() -> FastAPI:
     """The app of one serving process, from the environment its parent checked (uvicorn imports this by name)."""
+    settings = load_settings()
     if not logging.getLogger().handlers:  # a worker process, spawned afresh (a lone process configured already)
-        configure_logging(os.environ.get(LOG_LEVEL_VARIABLE, "info"))
-    return create_app(load_settings())
+        configure_logging(os.environ.get(LOG_LEVEL_VARIABLE, "info"), log_format=settings.log_format)
+    return create_app(settings)
