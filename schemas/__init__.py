@@ -15,6 +15,7 @@ from schemas.events import (
     decode_event,
     encode_event,
     event_headers,
+    event_models,
 )
 from schemas.filters import FilterName
 from schemas.headers import (
@@ -48,5 +49,6 @@ __all__ = [
     "decode_event",
     "encode_event",
     "event_headers",
+    "event_models",
     "last_header",
 ]

@@ -89,6 +89,11 @@ _MODELS: Final[dict[tuple[str, int], type[ImageProcessV1] | type[ImageProcessV2]
 }
 
 
+def event_models() -> dict[tuple[str, int], type[ImageProcessV1] | type[ImageProcessV2]]:
+    """Every (type, version) a consumer accepts, with its model: what the published contract describes."""
+    return dict(_MODELS)
+
+
 class EventDecodeError(ValueError):
     """The record can never be processed as it is: dead-letter it, do not retry."""
 
