@@ -37,6 +37,7 @@ from consumer.metrics import WorkerMetrics
 from consumer.outcomes import Outcome
 from consumer.records import coordinates
 from consumer.render import Rendering, UnusableImage, render
+from core import log_context
 from core.blobs import BlobMissing, BlobStore, ThumbnailKind
 from core.database import is_transient_database_error
 from core.imaging import UnsupportedImage, decode_cost_bytes, open_image
@@ -118,6 +119,7 @@ class JobHandler:
         """Process ``record`` (``attempt`` counts from 1); raises a JobError subclass on failure."""
         event = _decode(record)
         event_id = str(event.event_id)
+        log_context.name_event(event_id=event_id, job_id=str(event.image_id))
         started_at = utc_now()
         job = dataclasses.replace(
             Job.from_event(event, JobStatus.PROCESSING, attempts=attempt, now=started_at),

@@ -23,7 +23,8 @@ from consumer.errors import DependencyUnavailable, JobError, PermanentError
 from consumer.metrics import WorkerMetrics
 from consumer.outcomes import Outcome
 from consumer.partitions import OwnedPartition
-from consumer.records import coordinates
+from consumer.records import coordinates, log_fields
+from core import log_context
 from core.jobs import utc_now
 from core.settings import Settings
 
@@ -89,7 +90,15 @@ class RetryingRunner:
         self._metrics = metrics
 
     async def run(self, record: ConsumerRecord, partition: OwnedPartition) -> None:
-        """Raises :class:`consumer.partitions.Abandoned` if the partition is let go while the record waits."""
+        """Raises :class:`consumer.partitions.Abandoned` if the partition is let go while the record waits.
+
+        Every line logged meanwhile (the handler's, a retry's, the dead letter's) names the record in its own
+        fields (:mod:`core.log_context`).
+        """
+        with log_context.about(log_fields(record)):
+            await self._run(record, partition)
+
+    async def _run(self, record: ConsumerRecord, partition: OwnedPartition) -> None:
         started = time.monotonic()
         first_failure_at = None
         attempt = spent = 0
