@@ -207,7 +207,7 @@ def test_cli_options() -> None:
     assert (args.only, args.runs, args.quick, args.out) == (["accept", "worker"], 1, True, Path("somewhere"))
     assert cli.parse_args([]).runs == 3
     assert cli.parse_args([]).out == Path("bench-results")
-    assert set(cli.BENCHMARKS) == {"accept", "worker", "concurrency", "scale_out", "end_to_end"}
+    assert set(cli.BENCHMARKS) == {"accept", "worker", "concurrency", "scale_out", "end_to_end", "console"}
     with pytest.raises(SystemExit):
         cli.parse_args(["--only", "nothing"])
     with pytest.raises(SystemExit):
