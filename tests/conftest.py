@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from core.api_keys import ApiKeyStore
 from core.database import create_engine
 from core.jobs import JobStore
 from core.schema import upgrade
@@ -139,6 +140,21 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
     return make_settings(kafka_bootstrap, tmp_path)
+
+
+@pytest.fixture
+def secured(kafka_bootstrap: str, tmp_path: Path) -> Settings:
+    """Settings with API keys on (``settings`` has them off)."""
+    return make_settings(kafka_bootstrap, tmp_path, auth_disabled=False)
+
+
+@pytest.fixture
+async def keys(secured: Settings) -> AsyncIterator[ApiKeyStore]:
+    """The API key store of ``secured``'s database."""
+    jobs = JobStore.from_url(secured.database_url)
+    await upgrade(jobs.engine)
+    yield ApiKeyStore(jobs.engine)
+    await jobs.close()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,6 @@ import pytest
 from core.api_keys import ApiKeyStore, Role
 from core.jobs import JobStatus, JobStore
 from core.redrive import RedriveOptions, Report
-from core.schema import upgrade
 from core.settings import Settings
 from core.topics import ensure_topics
 from producer import admin
@@ -38,19 +36,6 @@ UNAVAILABLE_BOUND_S = 15.0
 @pytest.fixture
 def worker_settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
     return worker_test_settings(kafka_bootstrap, tmp_path, max_attempts=2, shutdown_timeout_s=5.0)
-
-
-@pytest.fixture
-def secured(kafka_bootstrap: str, tmp_path: Path) -> Settings:
-    return make_settings(kafka_bootstrap, tmp_path, auth_disabled=False)
-
-
-@pytest.fixture
-async def keys(secured: Settings) -> AsyncIterator[ApiKeyStore]:
-    jobs = JobStore.from_url(secured.database_url)
-    await upgrade(jobs.engine)
-    yield ApiKeyStore(jobs.engine)
-    await jobs.close()
 
 
 async def call(api: httpx.AsyncClient, method: str, path: str, **kwargs: Any) -> httpx.Response:

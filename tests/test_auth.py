@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -22,19 +21,6 @@ from tests.support.settings import make_settings
 pytestmark = pytest.mark.integration
 
 JOB = {"url": "https://example.com/a.png", "filter": "blur"}
-
-
-@pytest.fixture
-def secured(kafka_bootstrap: str, tmp_path: Path) -> Settings:
-    return make_settings(kafka_bootstrap, tmp_path, auth_disabled=False)
-
-
-@pytest.fixture
-async def keys(secured: Settings) -> AsyncIterator[ApiKeyStore]:
-    jobs = JobStore.from_url(secured.database_url)
-    await upgrade(jobs.engine)
-    yield ApiKeyStore(jobs.engine)
-    await jobs.close()
 
 
 async def new_key(keys: ApiKeyStore, name: str, *roles: Role) -> dict[str, str]:

@@ -24,11 +24,6 @@ XSS = '<script>alert("owned")</script><img src=x onerror=alert(1)>'
 
 
 @pytest.fixture
-def secured(kafka_bootstrap: str, tmp_path: Path) -> Settings:
-    return make_settings(kafka_bootstrap, tmp_path, auth_disabled=False, allow_private_urls=False)
-
-
-@pytest.fixture
 async def store(secured: Settings) -> AsyncIterator[JobStore]:
     jobs = JobStore.from_url(secured.database_url)
     yield jobs
