@@ -206,3 +206,15 @@ async def test_pages_count_against_the_rate_limit_and_their_images_do_not(kafka_
         over = await console.get("/console/jobs")
         assert over.status_code == 429
         assert over.headers["retry-after"]
+
+
+async def test_with_keys_off_the_console_needs_no_login_and_says_so(settings: Settings) -> None:
+    async with api_client(settings) as console:
+        home = await console.get("/console")
+        assert home.status_code == 303
+        assert home.headers["location"] == "/console/jobs"
+        page = await console.get("/console/jobs")
+        assert page.status_code == 200
+        assert "API keys are off" in page.text
+        assert 'href="/console/workers"' in page.text, "the local user has every role"
+        assert (await console.get("/console/login")).headers["location"] == "/console/jobs"
