@@ -116,7 +116,8 @@ def status_counts_statement(owner: str | None) -> Select[str, int]:
 def finished_statement(dialect: str, start: dt.datetime, bucket_s: int) -> Select[int, str, int]:
     """``(bucket number since 1970, status, count)`` rows of the jobs finished since ``start``.
 
-    Only done and failed jobs have ``finished_at`` (a job started again loses it), so no status filter is needed.
+    Only final jobs have ``finished_at`` (a job started again loses it), so no status filter is needed; callers
+    pick the statuses they chart from the rows.
     """
     finished_at = jobs_table.c.finished_at
     seconds: ColumnElement[int]

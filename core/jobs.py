@@ -4,6 +4,9 @@ The API writes a job once its event committed; a worker that got there first kee
 late ``queued`` only fills in how the job was requested. A worker inserts the event's id into
 ``processed_events`` in the transaction that marks the job done (Kafka's "store progress in the same place as
 the output"): a redelivered event is skipped, and of two workers racing on one event exactly one wins.
+
+A client may cancel a job no worker has started. The database decides the race between the two: the cancel
+applies only ``WHERE status = 'queued'`` and a worker's start never applies to a cancelled job, so exactly one wins.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, bindparam, select, text
+from sqlalchemy import ColumnElement, Table, and_, bindparam, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.dml import UpdateBase
@@ -59,12 +62,13 @@ _FAILED_COLUMNS = ("status", "updated_at", "finished_at", "attempts", "error")
 
 
 class JobStatus(StrEnum):
-    """Where a job is: accepted and waiting, being worked on, finished, or given up on."""
+    """Where a job is: accepted and waiting, being worked on, finished, given up on, or cancelled while queued."""
 
     QUEUED = "queued"
     PROCESSING = "processing"
     DONE = "done"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +139,12 @@ class Started:
     executions: int
 
 
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    """A job cancelled before any worker started it: the worker skips it, and :meth:`JobStore.mark_processing`
+    changed nothing."""
+
+
 class JobStore:
     """Reads and writes jobs in the database named by ``DATABASE_URL``; its schema comes from ``image-migrate``
     (:mod:`core.schema`)."""
@@ -178,13 +188,14 @@ class JobStore:
         async with self.engine.connect() as connection:
             return (await connection.execute(_IS_PROCESSED, {"event_id": event_id})).first() is not None
 
-    async def mark_processing(self, job: Job, *, event_id: str) -> Started | None:
+    async def mark_processing(self, job: Job, *, event_id: str) -> Started | Cancelled | None:
         """Record that a worker started ``job`` for event ``event_id`` (status processing, attempts, started_at)
         and count the execution.
 
         Returns None, changing nothing, when the event is already processed (a redelivery to skip); the check and
         the write share one transaction. The row is inserted if the API has not written it yet. A done job is left
-        alone (``executions`` 0): a duplicate racing with the winner must not turn it back into processing.
+        alone (``executions`` 0): a duplicate racing with the winner must not turn it back into processing. A
+        cancelled job is left alone too, and :class:`Cancelled` says so: the worker must not run it.
         """
         _expect_status(job, JobStatus.PROCESSING)
         async with self.engine.begin() as connection:
@@ -192,7 +203,31 @@ class JobStore:
                 return None
             first_run = _job_values(job) | {"executions": 1}  # the insert's; an existing row counts one up
             row = (await connection.execute(self._writes.mark_processing, first_run)).first()
+            if row is None:  # the row is final (done or cancelled), so it cannot change under this read
+                status = (await connection.execute(_STATUS, {"image_id": job.image_id})).scalar_one()
+                if status == JobStatus.CANCELLED.value:
+                    return Cancelled()
         return Started(executions=0 if row is None else int(row[0]))
+
+    async def cancel(self, image_id: str) -> Job | None:
+        """Cancel the job if it is still queued; returns it as it then is (cancelled now or before, or in the
+        status that kept it from being cancelled), or None when there is no such row (yet).
+
+        One statement decides: it applies only ``WHERE status = 'queued'``. A worker that started the job first
+        makes it processing, which this leaves alone; one that comes later finds it cancelled and skips it.
+        """
+        now = utc_now()
+        cancel = (
+            update(jobs_table)
+            .where(jobs_table.c.image_id == image_id, jobs_table.c.status == JobStatus.QUEUED.value)
+            .values(status=JobStatus.CANCELLED.value, updated_at=now, finished_at=now)
+            .returning(*jobs_table.c)
+        )
+        async with self.engine.begin() as connection:
+            row = (await connection.execute(cancel)).mappings().first()
+            if row is None:
+                row = (await connection.execute(_GET, {"image_id": image_id})).mappings().first()
+        return None if row is None else _job_from_row(row)
 
     async def complete(self, job: Job, *, event_id: str) -> bool:
         """In one transaction, record event ``event_id`` as processed and save ``job`` (status done).
@@ -212,7 +247,7 @@ class JobStore:
         """Record that ``job`` was given up on (status failed, error, attempts, finished_at); no processed-id row.
 
         Without that row a later redrive of the same event runs again. A job that is already done (by a duplicate
-        of the event that succeeded) is left alone.
+        of the event that succeeded) or cancelled is left alone.
         """
         _expect_status(job, JobStatus.FAILED)
         async with self.engine.begin() as connection:
@@ -220,11 +255,7 @@ class JobStore:
 
     async def get(self, image_id: str) -> Job | None:
         async with self.engine.connect() as connection:
-            row = (
-                (await connection.execute(select(jobs_table).where(jobs_table.c.image_id == image_id)))
-                .mappings()
-                .first()
-            )
+            row = (await connection.execute(_GET, {"image_id": image_id})).mappings().first()
         return None if row is None else _job_from_row(row)
 
     async def get_each(self, image_ids: list[str]) -> list[Job | None]:
@@ -287,10 +318,12 @@ class JobStore:
         ]
 
 
+_GET = select(jobs_table).where(jobs_table.c.image_id == bindparam("image_id"))
 _GET_EACH = select(jobs_table).where(jobs_table.c.image_id.in_(bindparam("image_ids", expanding=True)))
 _IS_PROCESSED = select(processed_events_table.c.event_id).where(
     processed_events_table.c.event_id == bindparam("event_id")
 )
+_STATUS = select(jobs_table.c.status).where(jobs_table.c.image_id == bindparam("image_id"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -302,9 +335,9 @@ class _Writes:
     """
 
     record_accepted: UpdateBase  # the API's row; a worker's status, if already there, is kept
-    mark_processing: UpdateBase  # never turns a done job back
+    mark_processing: UpdateBase  # never turns a done or cancelled job back
     mark_done: UpdateBase
-    mark_failed: UpdateBase  # never turns a done job back
+    mark_failed: UpdateBase  # never turns a done or cancelled job back
     record_processed: UpdateBase  # returns the event id, or nothing when it was already recorded
 
     @classmethod
@@ -316,13 +349,13 @@ class _Writes:
                 set_["executions"] = jobs_table.c.executions + 1
             return insert.on_conflict_do_update(index_elements=["image_id"], set_=set_, where=where)
 
-        not_done = jobs_table.c.status != JobStatus.DONE.value
+        not_final = and_(jobs_table.c.status != JobStatus.DONE.value, jobs_table.c.status != JobStatus.CANCELLED.value)
         processed = _dialect_insert(dialect, processed_events_table).on_conflict_do_nothing(index_elements=["event_id"])
         return cls(
             record_accepted=upsert(_REQUEST_COLUMNS, jobs_table.c.request_fingerprint.is_(None)),
-            mark_processing=upsert(_PROCESSING_COLUMNS, not_done).returning(jobs_table.c.executions),
+            mark_processing=upsert(_PROCESSING_COLUMNS, not_final).returning(jobs_table.c.executions),
             mark_done=upsert(_DONE_COLUMNS, None),
-            mark_failed=upsert(_FAILED_COLUMNS, not_done),
+            mark_failed=upsert(_FAILED_COLUMNS, not_final),
             record_processed=processed.returning(processed_events_table.c.event_id),
         )
 

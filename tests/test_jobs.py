@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import func, insert, select, update
 
 from core.database import async_database_url
-from core.jobs import Job, JobStatus, JobStore, utc_now
+from core.jobs import Cancelled, Job, JobStatus, JobStore, Started, utc_now
 from core.schema import upgrade
 from core.tables import jobs_table, processed_events_table
 
@@ -320,8 +320,8 @@ async def test_each_start_of_a_job_counts_as_an_execution(store: JobStore) -> No
     first = await store.mark_processing(worker_job(job.image_id, JobStatus.PROCESSING), event_id=str(uuid.uuid4()))
     # A worker died mid-job; the redelivered event starts it again (attempts start over, executions do not).
     again = await store.mark_processing(worker_job(job.image_id, JobStatus.PROCESSING), event_id=str(uuid.uuid4()))
-    assert first is not None
-    assert again is not None
+    assert isinstance(first, Started)
+    assert isinstance(again, Started)
     assert (first.executions, again.executions) == (1, 2)
     stored = await store.get(job.image_id)
     assert stored is not None
@@ -345,3 +345,98 @@ async def test_a_start_records_the_records_coordinates_and_a_later_start_replace
     stored = await store.get(job.image_id)
     assert stored is not None
     assert (stored.status, stored.kafka_partition, stored.kafka_offset) == (JobStatus.DONE, 1, 90)
+
+
+async def test_a_queued_job_is_cancelled_and_cancelling_it_again_answers_the_same(store: JobStore) -> None:
+    job = accepted_job()
+    await store.record_accepted(job)
+
+    cancelled = await store.cancel(job.image_id)
+
+    assert cancelled is not None
+    assert cancelled.status is JobStatus.CANCELLED
+    assert cancelled.finished_at is not None
+    assert cancelled.started_at is None
+    assert await store.get(job.image_id) == cancelled
+    assert await store.cancel(job.image_id) == cancelled, "a second cancel changes nothing and says cancelled"
+
+
+async def test_a_job_with_no_row_yet_is_not_cancelled_and_gets_no_row(store: JobStore) -> None:
+    image_id = str(uuid.uuid4())
+    assert await store.cancel(image_id) is None
+    assert await store.get(image_id) is None
+
+
+async def test_a_cancelled_job_is_never_started_nor_failed(store: JobStore) -> None:
+    job = accepted_job()
+    await store.record_accepted(job)
+    cancelled = await store.cancel(job.image_id)
+
+    started = await store.mark_processing(worker_job(job.image_id, JobStatus.PROCESSING), event_id=str(uuid.uuid4()))
+    await store.mark_failed(worker_job(job.image_id, JobStatus.FAILED))
+    await store.record_accepted(job)  # the API's late row
+
+    assert isinstance(started, Cancelled)
+    stored = await store.get(job.image_id)
+    assert stored == cancelled
+    assert stored is not None
+    assert (stored.executions, stored.kafka_offset) == (0, None), "no execution counted, no record noted"
+
+
+async def test_a_started_or_finished_job_is_not_cancelled(store: JobStore) -> None:
+    job = accepted_job()
+    await store.record_accepted(job)
+    event_id = str(uuid.uuid4())
+    assert isinstance(
+        await store.mark_processing(worker_job(job.image_id, JobStatus.PROCESSING), event_id=event_id), Started
+    )
+
+    running = await store.cancel(job.image_id)
+
+    assert running is not None
+    assert running.status is JobStatus.PROCESSING
+    assert await store.complete(worker_job(job.image_id, JobStatus.DONE), event_id=event_id), "the job still finishes"
+    done = await store.cancel(job.image_id)
+    assert done is not None
+    assert done.status is JobStatus.DONE
+
+
+async def test_a_row_a_worker_wrote_first_is_not_cancelled(store: JobStore) -> None:
+    """The worker may write the row before the API: it is processing, so the cancel loses."""
+    image_id = str(uuid.uuid4())
+    assert isinstance(
+        await store.mark_processing(worker_job(image_id, JobStatus.PROCESSING), event_id=str(uuid.uuid4())), Started
+    )
+
+    running = await store.cancel(image_id)
+
+    assert running is not None
+    assert running.status is JobStatus.PROCESSING
+
+
+async def test_a_cancel_racing_a_start_has_one_winner(database_url: str) -> None:
+    """The API and a worker (two engines, two connections) on one queued job at once: exactly one of them wins,
+    and the loser is told so; never a cancelled job that a worker runs, nor a running job that reads cancelled."""
+    api, worker = JobStore.from_url(database_url), JobStore.from_url(database_url)
+    await upgrade(api.engine)
+    jobs = [accepted_job() for _ in range(20)]
+    try:
+        await api.record_accepted(*jobs)
+        for job in jobs:
+            after_cancel, started = await asyncio.gather(
+                api.cancel(job.image_id),
+                worker.mark_processing(worker_job(job.image_id, JobStatus.PROCESSING), event_id=str(uuid.uuid4())),
+            )
+            stored = await api.get(job.image_id)
+            assert after_cancel is not None
+            assert stored is not None
+            if isinstance(started, Cancelled):
+                assert after_cancel.status is stored.status is JobStatus.CANCELLED
+                assert stored.executions == 0
+            else:
+                assert isinstance(started, Started)
+                assert after_cancel.status is stored.status is JobStatus.PROCESSING
+                assert started.executions == 1
+    finally:
+        await api.close()
+        await worker.close()
