@@ -20,7 +20,7 @@ class WorkerMetrics:
         self.registry = CollectorRegistry()
         self.records = Counter(
             "image_worker_records",
-            "Records finished, by outcome (done, skipped_duplicate, dead_lettered).",
+            "Records finished, by outcome (done, skipped_duplicate, skipped_cancelled, dead_lettered).",
             ["outcome"],
             registry=self.registry,
         )

@@ -11,5 +11,7 @@ class Outcome(StrEnum):
     DONE = "done"
     SKIPPED_DUPLICATE = "skipped_duplicate"
     """The event id was already processed (a redelivery, a replay, a concurrent duplicate): nothing was redone."""
+    SKIPPED_CANCELLED = "skipped_cancelled"
+    """The job was cancelled while queued (``DELETE /images/{id}``): nothing was fetched, read or recorded."""
     DEAD_LETTERED = "dead_lettered"
     """The record is on the DLQ topic, acked; its job is marked failed."""

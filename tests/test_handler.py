@@ -189,6 +189,33 @@ async def test_concurrent_duplicates_process_once(
     assert (await stored_job(jobs, event)).status is JobStatus.DONE
 
 
+async def test_a_cancelled_job_is_skipped_without_touching_its_image(
+    handler: JobHandler, jobs: JobStore, blobs: BlobStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Cancelled while queued: no download, no read of the upload, nothing recorded; one line says why."""
+    upload = await blob_event(blobs, png_bytes())
+    await blobs.delete(blobs.upload_key(str(upload.image_id)))  # a read would fail the job as a missing upload
+    caplog.set_level(logging.INFO, logger="consumer.handler")
+    async with serving(respond(body=png_bytes())) as server:
+        fetched = url_event(server.url())
+        outcomes = []
+        for event in (fetched, upload):
+            await jobs.record_accepted(Job.from_event(event, JobStatus.QUEUED, now=utc_now()))
+            cancelled = await jobs.cancel(str(event.image_id))
+            outcomes.append(await handler.handle(event_record(event), attempt=1))
+            assert await stored_job(jobs, event) == cancelled, "nothing else recorded"
+            assert not await jobs.is_processed(str(event.event_id))
+            assert not await blobs.exists(blobs.result_key(str(event.image_id)))
+
+    assert outcomes == [Outcome.SKIPPED_CANCELLED] * 2
+    assert server.hits == [], "the image was never downloaded"
+    assert [record.getMessage() for record in caplog.records] == [
+        f"Skipping job {event.image_id}: cancelled before it started "
+        f"(topic=images partition=2 offset=7 key={event.image_id})"
+        for event in (fetched, upload)
+    ]
+
+
 async def test_cpu_work_runs_in_the_given_executor(tmp_path: Path, jobs: JobStore, blobs: BlobStore) -> None:
     submitted: list[object] = []
 
