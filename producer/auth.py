@@ -114,4 +114,5 @@ class OptionalPrincipal(HTTPBearer):
 
 
 Reader = Annotated[Principal, Depends(RequireRole(Role.READ))]
+Submitter = Annotated[Principal, Depends(RequireRole(Role.SUBMIT))]
 MaybePrincipal = Annotated[Principal | None, Depends(OptionalPrincipal())]

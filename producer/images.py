@@ -18,7 +18,7 @@ from core.jobs import Job, JobQuery, JobStatus, MalformedCursor
 from core.urls import redact_url
 from producer import idempotency_header, openapi
 from producer.allow import AllowEveryMethodRoute
-from producer.auth import Principal, Reader, require
+from producer.auth import Principal, Reader, Submitter, require
 from producer.blob_responses import blob_response
 from producer.body import UnsupportedMediaType, UploadsBusy, job_request
 from producer.deps import Services, ServicesDep, get_services
@@ -127,6 +127,30 @@ async def list_jobs(
 @router.get("/{image_id}", responses=openapi.STATUS_RESPONSES, summary="Read a job's status")
 async def read_status(image_id: UUID, services: ServicesDep, principal: Reader) -> JobView:
     return _view(await _visible_job(services, principal, image_id))
+
+
+@router.delete("/{image_id}", responses=openapi.CANCEL_RESPONSES, summary="Cancel a queued job")
+async def cancel_job(image_id: UUID, services: ServicesDep, principal: Submitter) -> JobView:
+    """Cancel a job no worker has started (like Celery's revoke): it ends ``cancelled`` and is never run.
+
+    A job already processing, done or failed is a 409 naming its status: a running job is not interrupted, it
+    finishes. Cancelling a cancelled job answers 200 again. The database decides a race with a worker
+    (:meth:`core.jobs.JobStore.cancel`).
+    """
+    return _view(await cancelled_job(services, principal, image_id))
+
+
+async def cancelled_job(services: Services, principal: Principal, image_id: UUID) -> Job:
+    """The job, cancelled if it was queued (the console's Cancel button too); 404 or 409 as for ``DELETE``."""
+    await _visible_job(services, principal, image_id)  # another key's job is not there, cancelled or not
+    job = await services.jobs.cancel(str(image_id))
+    if job is None:
+        raise _not_found(image_id)
+    if job.status is not JobStatus.CANCELLED:
+        raise HTTPException(
+            409, f"job {image_id} is {job.status.value}; only a queued job can be cancelled (a running one finishes)"
+        )
+    return job
 
 
 @router.get(

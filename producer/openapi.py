@@ -116,6 +116,19 @@ RESULT_RESPONSES: dict[int | str, dict[str, Any]] = {
     503: STORE_UNAVAILABLE,
 }
 LIST_RESPONSES: dict[int | str, dict[str, Any]] = {503: STORE_UNAVAILABLE}
+CANCEL_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The job is cancelled (now, or by an earlier cancel): no worker will run it."},
+    401: {"model": Problem, "description": "No valid API key."},
+    403: {"model": Problem, "description": "The API key has neither the submit nor the admin role."},
+    404: {
+        "model": Problem,
+        "description": "No such job of yours, or none recorded yet (a job's row is written just after its event "
+        "is acked, at the latest by the worker that starts it): retry shortly.",
+    },
+    409: {"model": Problem, "description": "The job is processing, done or failed: only a queued job is cancelled."},
+    429: {"model": Problem, "description": "The API key is over its rate limit.", "headers": RETRY_AFTER},
+    503: STORE_UNAVAILABLE,
+}
 # Revalidated on every use (a re-run replaces the image under the same URL): the version tag says whether it did.
 ETAG: dict[str, Any] = {
     "ETag": {"description": "The stored image's version.", "required": True, "schema": {"type": "string"}},
