@@ -48,7 +48,7 @@ FILTER_DESCRIPTIONS = {
     FilterName.CONTOUR: "Line drawing",
     FilterName.THUMBNAIL: "At most 256 px",
 }
-FINAL = frozenset({JobStatus.DONE, JobStatus.FAILED})
+FINAL = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
 @router.get("")
@@ -163,7 +163,20 @@ async def job_list(
 async def job_page(request: Request, image_id: uuid.UUID) -> Response:
     user = await viewer(request, Role.READ)
     job = await _visible_job(request, user, image_id)
-    return render(request, "job.html", {"title": f"Job {image_id}", "user": user, "job": _row(job)})
+    cancellable = job.status is JobStatus.QUEUED and (Role.SUBMIT in user.roles or is_admin(user))
+    context = {"title": f"Job {image_id}", "user": user, "job": _row(job), "cancellable": cancellable}
+    return render(request, "job.html", context)
+
+
+@router.post("/jobs/{image_id}/cancel")
+async def cancel_job(
+    request: Request, image_id: uuid.UUID, csrf: Annotated[str, Form(max_length=128)] = ""
+) -> Response:
+    """The job page's Cancel button: ``DELETE /images/{id}``'s rules and answers, then back to the job's page."""
+    user = await viewer(request, Role.SUBMIT)
+    session.check_csrf(request, csrf)
+    await images.cancelled_job(get_services(request), user, image_id)
+    return RedirectResponse(f"/console/jobs/{image_id}", status_code=303)
 
 
 @router.get("/jobs/{image_id}/status")

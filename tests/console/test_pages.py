@@ -174,6 +174,46 @@ async def test_another_keys_job_is_not_there(secured: Settings, store: JobStore)
         assert (await console.get("/console/jobs/not-a-uuid")).status_code == 404
 
 
+async def test_the_cancel_button_needs_the_form_token_and_cancels_a_queued_job(
+    secured: Settings, store: JobStore
+) -> None:
+    _, alice = await new_key(store, "alice", Role.SUBMIT, Role.READ)
+    _, bob = await new_key(store, "bob", Role.SUBMIT, Role.READ)
+    async with api_client(secured) as console:
+        await log_in(console, alice)
+        form = await console.get("/console/submit")
+        fields = {"csrf": csrf_of(form), "url": "https://example.com/c.png", "filter": "blur", "submission": "c1"}
+        job_path = (await console.post("/console/submit", files={"file": ("", b"")}, data=fields)).headers["location"]
+        job_id = job_path.rsplit("/", 1)[1]
+        page = await console.get(job_path)
+        assert f'action="{job_path}/cancel"' in page.text, "a queued job's page has the Cancel button"
+        for data in ({}, {"csrf": "stale"}):
+            refused = await console.post(f"{job_path}/cancel", data=data)
+            assert refused.status_code == 403
+            assert "security token" in refused.text
+        console.cookies.clear()
+        await log_in(console, bob)
+        page = await console.get("/console/jobs")
+        assert (await console.post(f"{job_path}/cancel", data={"csrf": csrf_of(page)})).status_code == 404
+        queued = await store.get(job_id)
+        assert queued is not None
+        assert queued.status is JobStatus.QUEUED, "refused forms changed nothing"
+
+        console.cookies.clear()
+        await log_in(console, alice)
+        page = await console.get(job_path)
+        cancelled = await console.post(f"{job_path}/cancel", data={"csrf": csrf_of(page)})
+        assert cancelled.status_code == 303
+        assert cancelled.headers["location"] == job_path
+        job = await store.get(job_id)
+        assert job is not None
+        assert job.status is JobStatus.CANCELLED
+        after = await console.get(job_path)
+        assert '<span class="status status-cancelled">cancelled</span>' in after.text
+        assert "/cancel" not in after.text, "no Cancel button once cancelled"
+        assert 'value="cancelled"' in (await console.get("/console/jobs")).text, "the status filter offers it"
+
+
 async def test_a_redrive_needs_the_form_token_and_an_admin(secured: Settings, store: JobStore) -> None:
     _, admin = await new_key(store, "root", Role.ADMIN)
     _, reader = await new_key(store, "alice", Role.READ, Role.SUBMIT)
