@@ -28,7 +28,7 @@ from scripts.kafka.support import jars_cached
 READY_TIMEOUT_S = 60.0
 JOB_TIMEOUT_S = 120.0
 POLL_INTERVAL_S = 0.25
-FINAL_STATES = {"done", "failed"}
+FINAL_STATES = {"done", "failed", "cancelled"}
 
 
 def main(argv: list[str] | None = None) -> None:
