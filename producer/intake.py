@@ -18,6 +18,7 @@ import hashlib
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -28,7 +29,7 @@ from core.blobs import BlobStore
 from core.jobs import Job, JobStatus, JobStore, utc_now
 from core.settings import Settings
 from producer.job_rows import AcceptedRows
-from producer.publisher import BrokerUnavailable, EventPublisher, OutcomeUnknown
+from producer.publisher import BrokerUnavailable, EventPublisher, OutcomeUnknown, Record
 from schemas import BlobSource, FilterName, ImageProcessEvent, UrlSource, encode_event, event_headers
 
 logger = logging.getLogger(__name__)
@@ -153,6 +154,36 @@ class JobIntake:
         except TimeoutError:
             logger.info("job %s accepted; its row is still being written", image_id)
         return Acceptance(job, replayed=False)
+
+    async def submit_urls(self, requests: Sequence[tuple[str, FilterName]], *, owner: str | None = None) -> list[Job]:
+        """Accept one URL job per ``(url, filter)`` for API key ``owner``, all in one transaction: every job is
+        accepted, or ``BrokerUnavailable`` is raised (answer 503) and none will ever be processed."""
+        deadline = time.monotonic() + self._settings.send_timeout_s
+        now = utc_now()
+        events = [
+            ImageProcessEvent(
+                event_id=uuid.uuid4(),
+                image_id=uuid.uuid4(),
+                source=UrlSource.model_validate({"url": url}),
+                filter=image_filter,
+                requested_at=now,
+                request_fingerprint=_fingerprint(url, image_filter),
+                owner=owner,
+            )
+            for url, image_filter in requests
+        ]
+        topic = self._settings.images_topic
+        await self._publisher.publish_all(
+            [Record(topic, str(event.image_id).encode(), encode_event(event), event_headers(event)) for event in events]
+        )
+        accepted = [Job.from_event(event, JobStatus.QUEUED, now=now) for event in events]
+        written = asyncio.gather(*(self._rows.write(job) for job in accepted))
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                await asyncio.shield(written)
+        except TimeoutError:
+            logger.info("%d job(s) accepted; their rows are still being written", len(accepted))
+        return accepted
 
     async def sweep_orphan_uploads(self) -> int:
         """Delete uploads older than ``ORPHAN_UPLOAD_AGE_S`` that no job names (the API died between storing one

@@ -83,12 +83,20 @@ def transactional_producer(settings: Settings, transactional_id: str) -> AIOKafk
     )
 
 
-@dataclass(slots=True)
-class _Request:
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One event to append: where, under which key, with which headers."""
+
     topic: str
     key: bytes
     value: bytes
-    headers: list[tuple[str, bytes]]
+    headers: Sequence[tuple[str, bytes]] = ()
+
+
+@dataclass(slots=True)
+class _Request:
+    # A request's records go into one transaction together, never split: they commit or fail as one.
+    records: list[Record]
     deadline: float  # on the event loop's clock
     answer: asyncio.Future[None]
 
@@ -135,10 +143,17 @@ class EventPublisher:
 
     async def publish(self, topic: str, *, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]] = ()) -> None:
         """Append one record; return once its transaction committed, raise :class:`BrokerUnavailable` otherwise."""
+        await self.publish_all([Record(topic, key, value, headers)])
+
+    async def publish_all(self, records: Sequence[Record]) -> None:
+        """Append ``records`` in one transaction (at most ``MAX_EVENTS_PER_TRANSACTION``): all of them commit, or
+        :class:`BrokerUnavailable` is raised and none will."""
+        if not 1 <= len(records) <= MAX_EVENTS_PER_TRANSACTION:
+            raise ValueError(f"publish 1 to {MAX_EVENTS_PER_TRANSACTION} records at once, not {len(records)}")
         loop = asyncio.get_running_loop()
         now = loop.time()
         self._refuse_while_cooling_down(now)
-        request = _Request(topic, key, value, list(headers), now + self._settings.send_timeout_s, loop.create_future())
+        request = _Request(list(records), now + self._settings.send_timeout_s, loop.create_future())
         self._waiting.append(request)
         self._wake.set()
         if not self._takers:
@@ -186,11 +201,16 @@ class EventPublisher:
         now = asyncio.get_running_loop().time()
         batch: list[_Request] = []
         late: list[_Request] = []
-        while self._waiting and len(batch) < MAX_EVENTS_PER_TRANSACTION:
+        events = 0
+        while self._waiting and events + len(self._waiting[0].records) <= MAX_EVENTS_PER_TRANSACTION:
             request = self._waiting.popleft()
             if request.answer.done():
                 continue  # the client went away before its event was sent: nothing to publish
-            (late if request.deadline <= now else batch).append(request)
+            if request.deadline <= now:
+                late.append(request)
+            else:
+                batch.append(request)
+                events += len(request.records)
         if not self._waiting:
             self._wake.clear()
         self._answer_all(late, BrokerUnavailable("no producer was free within the deadline"))
@@ -210,9 +230,10 @@ class EventPublisher:
                 producer = await self._connected(index)
                 await producer.begin_transaction()
                 acks = []
-                for request in batch:
-                    topic, key, value, headers = request.topic, request.key, request.value, request.headers
-                    ack = await producer.send(topic, value=value, key=key, headers=headers)
+                for record in (record for request in batch for record in request.records):
+                    ack = await producer.send(
+                        record.topic, value=record.value, key=record.key, headers=list(record.headers)
+                    )
                     ack.add_done_callback(_retrieve)  # read below, or moot once the transaction is dropped
                     acks.append(ack)
                 # Every event acked by its partition's replicas before the commit is sent: what remains after the
@@ -242,7 +263,8 @@ class EventPublisher:
                 request.answer.set_result(None)
 
     def _fail(self, index: int, batch: list[_Request], error: BrokerUnavailable) -> None:
-        logger.warning("%d event(s) answered 503: %s", len(batch), error, extra=KAFKA_TROUBLE)
+        events = sum(len(request.records) for request in batch)
+        logger.warning("%d event(s) answered 503: %s", events, error, extra=KAFKA_TROUBLE)
         self._answer_all(batch, error)
         self._cool_down()
         self._drop(index)
