@@ -23,7 +23,7 @@ from core.imaging import limit_pixels
 from core.jobs import JobStore
 from core.schema import require_current
 from core.settings import Settings
-from producer import admin, asyncapi, health, images
+from producer import admin, asyncapi, batches, health, images
 from producer.console import router as console
 from producer.deps import Services
 from producer.intake import JobIntake
@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.include_router(images.router)
+    app.include_router(batches.router)
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(asyncapi.router)

@@ -107,11 +107,16 @@ def url_job(url: str, image_filter: FilterName, *, allow_private_urls: bool) -> 
     return str(job.url)
 
 
-async def _read_json(request: Request) -> tuple[str, FilterName]:
+async def bounded_json(request: Request, limit_bytes: int) -> bytes:
+    """The body's bytes, or a 422 ``too_large`` once it passes ``limit_bytes`` (whatever it claimed)."""
     try:
-        body = await _read_bounded(request, MAX_JSON_BYTES)
+        return await _read_bounded(request, limit_bytes)
     except _BodyTooLarge:
-        reject("", f"JSON body is larger than {MAX_JSON_BYTES} bytes", "too_large")
+        reject("", f"JSON body is larger than {limit_bytes} bytes", "too_large")
+
+
+async def _read_json(request: Request) -> tuple[str, FilterName]:
+    body = await bounded_json(request, MAX_JSON_BYTES)
     try:
         allow_private = get_services(request).settings.allow_private_urls
         job = ImageJobRequest.model_validate_json(body, context={ALLOW_PRIVATE_URLS_CONTEXT: allow_private})

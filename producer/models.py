@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -42,6 +42,49 @@ class ImageJobRequest(BaseModel):
                 "only public addresses are fetched"
             )
         return url
+
+
+MAX_BATCH_JOBS = 100
+"""Jobs one ``POST /images:batch`` may carry: their events share one transaction, and one request stays small."""
+
+
+class ImageBatchRequest(BaseModel):
+    """Submit several jobs at once; each item is an :class:`ImageJobRequest`, checked on its own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Any, not ImageJobRequest: an invalid item is answered in its place, not by failing the whole batch.
+    jobs: list[Any] = Field(min_length=1, max_length=MAX_BATCH_JOBS)
+
+
+class ItemError(BaseModel):
+    """Why one item of a batch was not accepted, as a 422 would say it."""
+
+    type: str
+    loc: list[str | int]
+    msg: str
+
+
+class BatchItemAccepted(BaseModel):
+    """The item's job is in the event log; poll ``status_url``."""
+
+    index: int
+    id: UUID
+    status: JobStatus
+    status_url: str
+
+
+class BatchItemRejected(BaseModel):
+    """The item was invalid: no job was made of it."""
+
+    index: int
+    error: ItemError
+
+
+class BatchResult(BaseModel):
+    """One entry per submitted item, in the order sent."""
+
+    jobs: list[BatchItemAccepted | BatchItemRejected]
 
 
 class JobAccepted(BaseModel):

@@ -10,7 +10,7 @@ from typing import Any
 
 from core.blobs import THUMBNAIL_MEDIA_TYPE
 from core.imaging import ALLOWED_IMAGE_FORMATS, IMAGE_MEDIA_TYPES, UNKNOWN_MEDIA_TYPE
-from producer.models import ImageJobRequest, JobAccepted, Problem
+from producer.models import BatchResult, ImageBatchRequest, ImageJobRequest, JobAccepted, Problem
 from schemas import FilterName
 
 
@@ -56,6 +56,17 @@ SUBMIT_BODY: dict[str, Any] = {
             },
         },
     }
+}
+
+# An item is meant to be an ImageJobRequest, but any item is taken and an invalid one answered in its place (200),
+# so the schema says both: a validator (or the API fuzzer) must not expect a 422 for one bad item.
+_BATCH_SCHEMA = _inline_definitions(ImageBatchRequest.model_json_schema())
+_BATCH_SCHEMA["properties"]["jobs"]["items"] = {
+    "anyOf": [_inline_definitions(ImageJobRequest.model_json_schema()), {}],
+    "description": "A job `{url, filter}`; an invalid item gets its error in its place in the answer.",
+}
+BATCH_BODY: dict[str, Any] = {
+    "requestBody": {"required": True, "content": {"application/json": {"schema": _BATCH_SCHEMA}}}
 }
 
 
@@ -105,6 +116,27 @@ SUBMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
     503: {
         "model": Problem,
         "description": "The event log did not ack in time, or the job store is unavailable; retry after Retry-After.",
+        "headers": RETRY_AFTER,
+    },
+}
+BATCH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": BatchResult,
+        "description": "Each item in order: its job (accepted: its event is in the event log) or its error (no job "
+        "was made of it).",
+    },
+    401: {"model": Problem, "description": "No valid API key."},
+    403: {"model": Problem, "description": "The API key has neither the submit nor the admin role."},
+    415: {"model": Problem, "description": "The body is not JSON."},
+    422: {
+        "description": 'The body is not `{"jobs": [...]}` with 1 to 100 items, is too large, or an '
+        "Idempotency-Key was sent (not supported on a batch); `detail` names each problem.",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}},
+    },
+    429: {"model": Problem, "description": "The API key is over its rate limit.", "headers": RETRY_AFTER},
+    503: {
+        "model": Problem,
+        "description": "The event log did not commit the batch in time: no item was accepted; retry after Retry-After.",
         "headers": RETRY_AFTER,
     },
 }
