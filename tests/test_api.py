@@ -479,3 +479,11 @@ async def test_openapi_documents_the_accepted_job_its_links_and_every_503(api: h
         for method, operation in operations.items():
             if path.startswith("/images"):
                 assert operation["responses"]["503"]["headers"]["Retry-After"]["required"] is True, (method, path)
+
+
+async def test_a_url_too_long_once_encoded_is_a_422_not_a_500(api: httpx.AsyncClient) -> None:
+    url = "https://example.com/" + "é" * 1000  # 1,020 characters as sent, 6,020 percent-encoded
+    refused = await api.post("/images", json={"url": url, "filter": "blur"})
+    assert refused.status_code == 422, refused.text
+    [error] = refused.json()["detail"]
+    assert (error["type"], error["loc"]) == ("url_too_long", ["body", "url"])
