@@ -89,17 +89,28 @@ async def test_idle_and_trickling_connections_are_closed_after_the_header_timeou
             await asyncio.sleep(0.2)  # the slow client's pace
 
     trickling = asyncio.create_task(trickle())
-    async with asyncio.timeout(HEADER_TIMEOUT_S + 5):
-        closed = await asyncio.gather(*(reader.read() for reader, _ in idle))
-        assert await trickle_reader.read() == b"", "the trickling client got no answer: it was cut off"
-    trickling.cancel()
-    for _, writer in [*idle, (trickle_reader, trickle_writer)]:
-        writer.close()
+    try:
+        async with asyncio.timeout(HEADER_TIMEOUT_S + 5):
+            closed = await asyncio.gather(*(reader.read() for reader, _ in idle))
+            assert await _cut_off(trickle_reader), "the trickling client got an answer instead of being cut off"
+    finally:
+        trickling.cancel()
+        for _, writer in [*idle, (trickle_reader, trickle_writer)]:
+            writer.close()
     closed_s = time.monotonic() - opened
     FIGURES.append(
         f"http-idle-sockets: sockets={IDLE_SOCKETS} header_timeout_s={HEADER_TIMEOUT_S} all_closed_s={closed_s:.1f}"
     )
     assert closed == [b""] * IDLE_SOCKETS
+
+
+async def _cut_off(reader: asyncio.StreamReader) -> bool:
+    """Whether the server closed the connection without answering: an end of stream, or a reset when the client's
+    next byte reached a socket the server had already closed (which of the two depends on timing)."""
+    try:
+        return await reader.read() == b""
+    except ConnectionResetError:
+        return True
 
 
 async def test_uploads_are_capped_and_a_client_leaving_mid_body_is_no_traceback(api: ApiProcess) -> None:
