@@ -7,12 +7,11 @@ from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
-from pydantic_core import PydanticCustomError
 
 from core.addresses import literal_ip_blocked
 from core.jobs import JobStatus
 from schemas import FilterName
-from schemas.events import MAX_URL_LENGTH, ImageUrl
+from schemas.events import ImageUrl
 
 ALLOW_PRIVATE_URLS_CONTEXT = "allow_private_urls"
 """Validation context key: true lets :class:`ImageJobRequest` accept URLs of non-public literal IP addresses."""
@@ -32,19 +31,6 @@ class ImageJobRequest(BaseModel):
 
     url: ImageUrl
     filter: FilterName
-
-    @field_validator("url")
-    @classmethod
-    def _fits_once_encoded(cls, url: ImageUrl) -> ImageUrl:
-        # The limit holds for the URL as sent; percent-encoding can make it longer, and the event (which carries
-        # the encoded form) would then refuse it after the 202's checks: that was a 500.
-        if len(str(url)) > MAX_URL_LENGTH:
-            raise PydanticCustomError(
-                "url_too_long",
-                "URL should have at most {max_length} characters once percent-encoded",
-                {"max_length": MAX_URL_LENGTH},
-            )
-        return url
 
     @field_validator("url")
     @classmethod

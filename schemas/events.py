@@ -20,8 +20,17 @@ from schemas.headers import EventHeader
 EVENT_TYPE: Final = "image_process"
 CONTENT_TYPE: Final = "application/json"
 MAX_URL_LENGTH: Final = 2048
+# What a URL a client sent within MAX_URL_LENGTH can grow to in the event, which carries it normalised and
+# percent-encoded: a character becomes at most 12 (a 4-byte UTF-8 character as four %XX), and a "/" may be added.
+# The event must take every URL the API accepts, or an accepted request could not be turned into its event.
+MAX_ENCODED_URL_LENGTH: Final = 32 * 1024
 
 ImageUrl = Annotated[HttpUrl, UrlConstraints(max_length=MAX_URL_LENGTH, allowed_schemes=["http", "https"])]
+"""A URL as a client sends it to the API."""
+EncodedImageUrl = Annotated[
+    HttpUrl, UrlConstraints(max_length=MAX_ENCODED_URL_LENGTH, allowed_schemes=["http", "https"])
+]
+"""A URL as an event carries it: normalised and percent-encoded."""
 
 
 class _Frozen(BaseModel):
@@ -32,7 +41,7 @@ class UrlSource(_Frozen):
     """The image is fetched from a public http(s) URL."""
 
     kind: Literal["url"] = "url"
-    url: ImageUrl
+    url: EncodedImageUrl
 
 
 class BlobSource(_Frozen):
