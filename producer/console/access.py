@@ -32,15 +32,10 @@ async def viewer(request: Request, role: Role, *, counted: bool = True) -> Princ
     Pages and forms count against the key's ``RATE_LIMIT``; the images a page shows do not (``counted=False``):
     a page of 25 jobs loads 50 thumbnails at once, and the page that links them was counted.
     """
-    services = get_services(request)
-    key = session.api_key(request)
-    if key is None and not services.settings.auth_disabled:
+    principal = await optional_viewer(request)
+    if principal is None:  # never logged in, or the key was revoked since
         raise LoginRequired
-    try:
-        principal = await principal_of_key(services, key or "")
-    except HTTPException as exc:  # revoked or unknown since the login
-        raise LoginRequired from exc
-    authorize(services, principal, role, counted=counted)
+    authorize(get_services(request), principal, role, counted=counted)
     return principal
 
 
