@@ -17,6 +17,7 @@ from consumer.handler import JobHandler
 from consumer.metrics import WorkerMetrics
 from consumer.probes import serve_probes
 from consumer.worker import Worker
+from core import tracing
 from core.blobs import open_blob_store
 from core.clients import one_line
 from core.imaging import limit_pixels
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     except InvalidSettings as exc:
         sys.exit(f"image-worker: {exc}")
     configure_logging(args.log_level, log_format=settings.log_format)
+    tracing.start(settings, "image-worker")
     try:
         asyncio.run(serve(settings))
     except StartupError as exc:

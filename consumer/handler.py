@@ -37,7 +37,7 @@ from consumer.metrics import WorkerMetrics
 from consumer.outcomes import Outcome
 from consumer.records import coordinates
 from consumer.render import Rendering, UnusableImage, render
-from core import log_context
+from core import log_context, tracing
 from core.blobs import BlobMissing, BlobStore, ThumbnailKind
 from core.database import is_transient_database_error
 from core.imaging import UnsupportedImage, decode_cost_bytes, open_image
@@ -120,6 +120,9 @@ class JobHandler:
         event = _decode(record)
         event_id = str(event.event_id)
         log_context.name_event(event_id=event_id, job_id=str(event.image_id))
+        tracing.annotate(
+            {"image.id": str(event.image_id), "image.event_id": event_id, "image.filter": event.filter.value}
+        )
         started_at = utc_now()
         job = dataclasses.replace(
             Job.from_event(event, JobStatus.PROCESSING, attempts=attempt, now=started_at),
@@ -140,19 +143,24 @@ class JobHandler:
             logger.warning("Running job %s again: execution %d (%s)", event.image_id, started.executions, shown)
             self._metrics.reexecutions.inc()
 
-        data = await self._source_bytes(event)
+        with tracing.step("download image" if isinstance(event.source, UrlSource) else "read upload"):
+            data = await self._source_bytes(event)
         loop = asyncio.get_running_loop()
-        async with self._budget.reserve(self._decode_cost(data)):
-            rendering = await loop.run_in_executor(self._executor, render, data, event.filter)
-        if self._settings.job_extra_delay_s > 0:
-            await asyncio.sleep(self._settings.job_extra_delay_s)
+        with tracing.step("apply filter"):
+            async with self._budget.reserve(self._decode_cost(data)):
+                rendering = await loop.run_in_executor(self._executor, render, data, event.filter)
+            if self._settings.job_extra_delay_s > 0:
+                await asyncio.sleep(self._settings.job_extra_delay_s)
 
-        result_key = await self._store(event, data, rendering)
+        with tracing.step("store images"):
+            result_key = await self._store(event, data, rendering)
         finished_at = utc_now()
         done = dataclasses.replace(
             job, status=JobStatus.DONE, updated_at=finished_at, finished_at=finished_at, result_key=result_key
         )
-        if not await _database(self._jobs.complete(done, event_id=event_id)):
+        with tracing.step("mark done"):
+            completed = await _database(self._jobs.complete(done, event_id=event_id))
+        if not completed:
             logger.info("Skipping event %s: a duplicate finished first (%s)", event_id, coordinates(record))
             return Outcome.SKIPPED_DUPLICATE
         logger.info(

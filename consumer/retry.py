@@ -24,7 +24,7 @@ from consumer.metrics import WorkerMetrics
 from consumer.outcomes import Outcome
 from consumer.partitions import OwnedPartition
 from consumer.records import coordinates, log_fields
-from core import log_context
+from core import log_context, tracing
 from core.jobs import utc_now
 from core.settings import Settings
 
@@ -95,7 +95,10 @@ class RetryingRunner:
         Every line logged meanwhile (the handler's, a retry's, the dead letter's) names the record in its own
         fields (:mod:`core.log_context`).
         """
-        with log_context.about(log_fields(record)):
+        with (
+            log_context.about(log_fields(record)),
+            tracing.consuming(record.topic, record.partition, record.offset, record.key, record.headers),
+        ):
             await self._run(record, partition)
 
     async def _run(self, record: ConsumerRecord, partition: OwnedPartition) -> None:
@@ -112,6 +115,7 @@ class RetryingRunner:
                 first_failure_at = first_failure_at or failed_at
                 spent += not isinstance(exc, DependencyUnavailable)
                 if self._policy.gives_up(exc, spent):
+                    tracing.fail(f"dead-lettered after {attempt} attempt(s): {type(exc).__name__}")
                     await self._dead_letter(record, partition, Failure(exc, attempt, first_failure_at, failed_at))
                     outcome = Outcome.DEAD_LETTERED
                     break
@@ -127,6 +131,7 @@ class RetryingRunner:
                 )
                 self._metrics.retries.inc()
                 await partition.sleep(delay_s)
+        tracing.annotate({"image.outcome": str(outcome), "image.attempts": attempt})
         self._metrics.record_finished(outcome, time.monotonic() - started)
 
 

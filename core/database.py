@@ -12,7 +12,8 @@ from typing import Any, Final
 import sqlalchemy.exc
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext import asyncio as sqlalchemy_asyncio
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg", "postgres": "postgresql+asyncpg"}
 
@@ -41,6 +42,12 @@ def async_database_url(database_url: str) -> URL:
     return url
 
 
+def _create_async_engine(url: URL, **options: Any) -> AsyncEngine:
+    # Looked up on the module at each call: tracing (core/tracing.py) wraps it there to trace the engine's SQL.
+    engine: AsyncEngine = sqlalchemy_asyncio.create_async_engine(url, **options)
+    return engine
+
+
 def create_engine(database_url: str, *, create: bool = True) -> AsyncEngine:
     """An engine for ``database_url``; for SQLite, WAL mode is switched on and, with ``create``, the file's folder
     is created. Without ``create`` a missing SQLite file raises :class:`DatabaseMissing`.
@@ -50,12 +57,12 @@ def create_engine(database_url: str, *, create: bool = True) -> AsyncEngine:
     """
     url = async_database_url(database_url)
     if url.get_backend_name() != "sqlite":
-        return create_async_engine(url, pool_pre_ping=True)
+        return _create_async_engine(url, pool_pre_ping=True)
     if url.database and url.database != ":memory:":
         if not create and not Path(url.database).is_file():
             raise DatabaseMissing(f"the SQLite database {url.database} does not exist")
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url)
+    engine = _create_async_engine(url)
     event.listen(engine.sync_engine, "connect", _configure_sqlite)
     return engine
 

@@ -50,6 +50,13 @@ def name_event(*, event_id: str, job_id: str) -> None:
         _current.set(dataclasses.replace(fields, event_id=event_id, job_id=job_id))
 
 
+def name_trace(trace_id: str) -> None:
+    """A span was started for the current job: its lines from here on name the trace (no-op outside :func:`about`)."""
+    fields = _current.get()
+    if fields is not None:
+        _current.set(dataclasses.replace(fields, trace_id=trace_id))
+
+
 class JobFieldsFilter(logging.Filter):
     """Adds the current :class:`JobFields` to each record as attributes (a formatter's extra fields)."""
 

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
+from core import tracing
 from core.clients import running
 from core.dead_letter_reader import (
     DeadLetterFilter,
@@ -252,17 +253,21 @@ async def _publish(
     producer: AIOKafkaProducer, records: list[ConsumerRecord], settings: Settings, group: str
 ) -> dict[tuple[int, int], MainPosition]:
     """Send ``records``' copies and wait for every ack; a failure leaves the batch uncommitted."""
-    async with asyncio.timeout(PUBLISH_TIMEOUT_S):
-        acks = [
-            await producer.send(
-                settings.images_topic,
-                key=record.key,
-                value=record.value,
-                headers=copy_headers(record, group, settings.dlq_topic),
-            )
-            for record in records
-        ]
-        landed = await asyncio.gather(*acks)
+    # The copies carry the redrive's trace context; its span links to the trace of each dead letter.
+    links = tracing.links_to(record.headers for record in records)
+    topic = settings.images_topic
+    with tracing.producing(topic, count=len(records), links=links, name=f"redrive {topic}") as trace_headers:
+        async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+            acks = [
+                await producer.send(
+                    topic,
+                    key=record.key,
+                    value=record.value,
+                    headers=tracing.with_trace_headers(copy_headers(record, group, settings.dlq_topic), trace_headers),
+                )
+                for record in records
+            ]
+            landed = await asyncio.gather(*acks)
     for record, metadata in zip(records, landed, strict=True):
         logger.info(
             "redrove %s[%d]@%d (key=%r) to %s[%d]@%d",

@@ -165,6 +165,25 @@ class Settings(BaseSettings):
         default="text", description="Log lines as text, or as one JSON object per line (json) for a log store."
     )
 
+    # Tracing (core/tracing.py): the standard OpenTelemetry variables. Either endpoint switches it on; the SDK reads
+    # the rest of its OTEL_* variables (headers, timeout, sampler) itself.
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, description="OTLP/HTTP collector base URL; /v1/traces is appended. Unset: tracing is off."
+    )
+    otel_exporter_otlp_traces_endpoint: str | None = Field(
+        default=None, description="OTLP/HTTP URL for traces, used as given (overrides the base URL for traces)."
+    )
+    otel_service_name: str | None = Field(
+        default=None, description="The service.name of the spans (default image-api, image-worker, image-replay)."
+    )
+    otel_sdk_disabled: bool = Field(default=False, description="true: no tracing even with an endpoint set.")
+
+    @property
+    def tracing_enabled(self) -> bool:
+        """Whether spans are exported: an OTLP endpoint is set and the SDK is not disabled."""
+        endpoint = self.otel_exporter_otlp_endpoint or self.otel_exporter_otlp_traces_endpoint
+        return bool(endpoint) and not self.otel_sdk_disabled
+
     def as_environment(self) -> dict[str, str]:
         """The environment variables that make another process (a worker, the API) read these settings."""
         env: dict[str, str] = {}

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 from uvicorn.config import LOGGING_CONFIG
 
+from core import tracing
 from core.clients import one_line
 from core.logs import configure_logging
 from core.schema import SchemaMismatch, require_current_at
@@ -80,4 +81,5 @@ def app_from_environment() -> FastAPI:
     settings = load_settings()
     if not logging.getLogger().handlers:  # a worker process, spawned afresh (a lone process configured already)
         configure_logging(os.environ.get(LOG_LEVEL_VARIABLE, "info"), log_format=settings.log_format)
+    tracing.start(settings, "image-api")  # per serving process: an exporter's thread does not survive a fork
     return create_app(settings)

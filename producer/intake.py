@@ -24,6 +24,7 @@ from typing import BinaryIO
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from core import tracing
 from core.batching import Batcher
 from core.blobs import BlobStore
 from core.jobs import Job, JobStatus, JobStore, utc_now
@@ -132,13 +133,12 @@ class JobIntake:
             request_fingerprint=fingerprint,
             owner=owner,
         )
+        topic, key = self._settings.images_topic, str(image_id).encode()
         try:
-            await self._publisher.publish(
-                self._settings.images_topic,
-                key=str(image_id).encode(),
-                value=encode_event(event),
-                headers=event_headers(event),
-            )
+            with tracing.producing(topic, key=key) as trace_headers:
+                await self._publisher.publish(
+                    topic, key=key, value=encode_event(event), headers=[*event_headers(event), *trace_headers]
+                )
         except BrokerUnavailable as exc:
             # No event will ever refer to this upload. (A keyed one may be shared by a concurrent retry with the
             # same key, and one of an unknown outcome may be referred to after all: those are left to the sweep.)
@@ -173,9 +173,18 @@ class JobIntake:
             for url, image_filter in requests
         ]
         topic = self._settings.images_topic
-        await self._publisher.publish_all(
-            [Record(topic, str(event.image_id).encode(), encode_event(event), event_headers(event)) for event in events]
-        )
+        with tracing.producing(topic, count=len(events)) as trace_headers:
+            await self._publisher.publish_all(
+                [
+                    Record(
+                        topic,
+                        str(event.image_id).encode(),
+                        encode_event(event),
+                        [*event_headers(event), *trace_headers],
+                    )
+                    for event in events
+                ]
+            )
         accepted = [Job.from_event(event, JobStatus.QUEUED, now=now) for event in events]
         written = asyncio.gather(*(self._rows.write(job) for job in accepted))
         try:

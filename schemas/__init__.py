@@ -24,6 +24,7 @@ from schemas.headers import (
     DeadLetterHeader,
     EventHeader,
     RedriveHeader,
+    TraceHeader,
     last_header,
 )
 
@@ -43,6 +44,7 @@ __all__ = [
     "ImageSource",
     "MalformedEvent",
     "RedriveHeader",
+    "TraceHeader",
     "UnsupportedEventVersion",
     "UrlSource",
     "dead_letter_error_code",

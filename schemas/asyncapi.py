@@ -13,10 +13,10 @@ from pydantic import BaseModel
 
 from schemas.errors import ErrorCode
 from schemas.events import CONTENT_TYPE, ImageProcessEvent, event_models
-from schemas.headers import DeadLetterHeader, EventHeader, RedriveHeader
+from schemas.headers import DeadLetterHeader, EventHeader, RedriveHeader, TraceHeader
 
 Json = dict[str, Any]
-Header = EventHeader | DeadLetterHeader | RedriveHeader
+Header = EventHeader | DeadLetterHeader | RedriveHeader | TraceHeader
 
 ASYNCAPI_VERSION: Final = "3.0.0"
 # What pydantic writes, for the files of docs/schemas/ that stand alone.
@@ -81,6 +81,12 @@ _HEADER_SCHEMAS: Final[dict[Header, Json]] = {
     RedriveHeader.DLQ_PARTITION: {"description": "The dead letter's partition there.", **_COUNT_TEXT},
     RedriveHeader.DLQ_OFFSET: {"description": "The dead letter's offset there.", **_COUNT_TEXT},
     RedriveHeader.AT: {"description": "When the copy was published.", **_DATE_TIME_TEXT},
+    TraceHeader.TRACEPARENT: {
+        "description": "The W3C trace context of the span that appended the record (the API's, or a redrive's); "
+        "a worker's span continues its trace. Present when the writer traces.",
+        "pattern": "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$",
+    },
+    TraceHeader.TRACESTATE: {"description": "The W3C trace state that goes with `traceparent`, when there is one."},
 }
 
 
@@ -204,9 +210,10 @@ def _event_message(name: str, event: tuple[str, int], model: type[BaseModel]) ->
         "contentType": CONTENT_TYPE,
         "headers": _headers(
             required=list(EventHeader),
-            optional=list(RedriveHeader),
+            optional=[*RedriveHeader, *TraceHeader],
             event=event,
-            description="The event headers; a redriven copy also carries the `redrive.*` ones.",
+            description="The event headers, the trace context when the writer traces; a redriven copy also "
+            "carries the `redrive.*` ones.",
         ),
         "payload": {"$ref": f"#/components/schemas/{_pointer(name)}"},
         "bindings": {"kafka": {"key": _IMAGE_ID_KEY, "bindingVersion": KAFKA_BINDING_VERSION}},
@@ -221,7 +228,7 @@ def _dead_letter_message(name: str, event: tuple[str, int]) -> Json:
         "contentType": CONTENT_TYPE,
         "headers": _headers(
             required=[*EventHeader, *DeadLetterHeader],
-            optional=list(RedriveHeader),
+            optional=[*RedriveHeader, *TraceHeader],
             event=event,
             description="The original headers, then the `dlq.*` ones.",
         ),
@@ -243,7 +250,7 @@ def _unreadable_dead_letter() -> Json:
         "contentType": "application/octet-stream",
         "headers": _headers(
             required=list(DeadLetterHeader),
-            optional=[*EventHeader, *RedriveHeader],
+            optional=[*EventHeader, *RedriveHeader, *TraceHeader],
             event=None,
             description="Whatever headers the record had, then the `dlq.*` ones.",
         ),

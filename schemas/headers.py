@@ -22,6 +22,13 @@ class EventHeader(StrEnum):
     EVENT_VERSION = "event-version"
 
 
+class TraceHeader(StrEnum):
+    """The W3C trace context of the span that appended the record: a worker's span continues that trace."""
+
+    TRACEPARENT = "traceparent"
+    TRACESTATE = "tracestate"
+
+
 DEAD_LETTER_PREFIX: Final = "dlq."
 
 

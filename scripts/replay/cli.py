@@ -12,6 +12,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+from core import tracing
 from core.logs import configure_logging
 from core.settings import InvalidSettings, load_settings
 from scripts.replay import offset_reset, redrive
@@ -56,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InvalidSettings as exc:
         print(f"image-replay: {exc}", file=sys.stderr)
         return 2
+    tracing.start(settings, "image-replay")  # a redrive's span links to each dead letter's trace
     code: int = asyncio.run(args.run(settings, args))
     return code
 
