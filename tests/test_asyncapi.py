@@ -28,6 +28,7 @@ from schemas import (
     FilterName,
     ImageProcessV2,
     RedriveHeader,
+    TraceHeader,
     UrlSource,
     encode_event,
     event_models,
@@ -47,7 +48,7 @@ from tests.support.settings import make_settings
 SCHEMA_FILE = Path(__file__).resolve().parent / "schemas" / "asyncapi-3.0.0.json"
 DOCUMENT_URI = "urn:image-pipeline:asyncapi"
 DEFAULTS = Settings.model_construct()
-EVERY_HEADER = [*EventHeader, *DeadLetterHeader, *RedriveHeader]
+EVERY_HEADER = [*EventHeader, *DeadLetterHeader, *RedriveHeader, *TraceHeader]
 
 
 class Topics(NamedTuple):
@@ -194,7 +195,7 @@ def test_every_header_is_described_where_it_is_written(document: dict[str, Any])
     for header in EVERY_HEADER:
         assert dead_letter["properties"][header]["description"], header
     event = messages["image_process.v2"]["headers"]
-    assert set(event["properties"]) == {header.value for header in [*EventHeader, *RedriveHeader]}
+    assert set(event["properties"]) == {header.value for header in [*EventHeader, *RedriveHeader, *TraceHeader]}
     assert set(event["required"]) == {header.value for header in EventHeader}
     assert set(messages["dead_letter.unreadable"]["headers"]["required"]) == {h.value for h in DeadLetterHeader}
 

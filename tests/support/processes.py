@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from core.settings import Settings
@@ -16,13 +17,25 @@ class ServiceProcess:
 
     command = "image-worker"
 
-    def __init__(self, settings: Settings, log_path: Path, *args: str, cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        log_path: Path,
+        *args: str,
+        cwd: Path | None = None,
+        environment: Mapping[str, str] | None = None,
+    ) -> None:
+        """``environment`` adds variables that are no setting (the OpenTelemetry SDK's own, say)."""
         executable = shutil.which(self.command, path=str(Path(sys.executable).parent))
         assert executable is not None, f"{self.command} is not installed in this environment"
         self.log_path = log_path
         with log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [executable, *args], env=settings.as_environment(), stdout=log, stderr=subprocess.STDOUT, cwd=cwd
+                [executable, *args],
+                env={**settings.as_environment(), **(environment or {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
             )
 
     def terminate(self) -> None:
@@ -55,7 +68,17 @@ class ApiProcess(ServiceProcess):
 
     command = "image-api"
 
-    def __init__(self, settings: Settings, log_path: Path, port: int, *args: str, cwd: Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        log_path: Path,
+        port: int,
+        *args: str,
+        cwd: Path | None = None,
+        environment: Mapping[str, str] | None = None,
+    ) -> None:
         address = ("--host", "127.0.0.1", "--port", str(port))
-        super().__init__(settings, log_path, *address, "--log-level", "warning", *args, cwd=cwd)
+        super().__init__(
+            settings, log_path, *address, "--log-level", "warning", *args, cwd=cwd, environment=environment
+        )
         self.base_url = f"http://127.0.0.1:{port}"
