@@ -16,8 +16,11 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Final
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
@@ -29,9 +32,26 @@ def in_multiprocess_mode() -> bool:
     return MULTIPROCESS_FOLDER_VARIABLE in os.environ
 
 
-def serve(registry: CollectorRegistry, host: str, port: int) -> None:
-    """Serve ``registry`` at ``http://host:port/metrics`` from a daemon thread, for as long as the process lives."""
-    start_http_server(port, host, registry=registry)
+@dataclass(frozen=True, slots=True)
+class MetricsServer:
+    """prometheus_client's HTTP server in its daemon thread."""
+
+    server: WSGIServer
+    thread: threading.Thread
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_port)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+def serve(registry: CollectorRegistry, host: str, port: int) -> MetricsServer:
+    """Serve ``registry`` at ``http://host:port/metrics`` from a thread (a daemon: it ends with the process)."""
+    return MetricsServer(*start_http_server(port, host, registry=registry))
 
 
 @contextlib.contextmanager
@@ -40,12 +60,10 @@ def serving_children(host: str, port: int) -> Iterator[None]:
     with tempfile.TemporaryDirectory(prefix="image-api-metrics-") as folder:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=folder)  # type: ignore[no-untyped-call]
-        server, thread = start_http_server(port, host, registry=registry)
+        server = serve(registry, host, port)
         os.environ[MULTIPROCESS_FOLDER_VARIABLE] = folder
         try:
             yield
         finally:
-            server.shutdown()
-            server.server_close()
-            thread.join()
+            server.close()
             del os.environ[MULTIPROCESS_FOLDER_VARIABLE]
