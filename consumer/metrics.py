@@ -50,6 +50,11 @@ class WorkerMetrics:
         self.last_poll = Gauge(
             "image_worker_last_poll_timestamp_seconds", "When the poll loop last ran.", registry=self.registry
         )
+        self.alive = Gauge(
+            "image_worker_alive",
+            "1 while /livez answers 200, 0 while it answers 503 (poll loop stalled, or out of the group too long).",
+            registry=self.registry,
+        )
         self._outcome_counters: dict[str, Counter] = {}
 
     def record_finished(self, outcome: str, seconds: float) -> None:

@@ -83,6 +83,8 @@ class Worker:
         self._lag_updated_at = 0.0
         # Read when scraped, not set per record: the engine's own cost per record is what bounds a fast handler.
         self.metrics.in_flight.set_function(lambda: self._lanes.in_flight)
+        # The liveness rule itself, so an alert fires on what /livez says, not only on a scrape that fails.
+        self.metrics.alive.set_function(lambda: 0 if self.liveness.problems() else 1)
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish running jobs, commit and leave the group."""

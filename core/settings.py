@@ -154,10 +154,18 @@ class Settings(BaseSettings):
     metrics_host: str = Field(
         default="127.0.0.1",
         min_length=1,
-        description="Interface the worker's /metrics and /livez listen on (0.0.0.0 inside a container).",
+        description="Interface the worker's /metrics and /livez, and the API's /metrics, listen on (0.0.0.0 inside "
+        "a container).",
     )
     metrics_port: int | None = Field(
-        default=None, ge=0, le=65535, description="Serve Prometheus metrics and liveness on this port."
+        default=None, ge=0, le=65535, description="Serve the worker's Prometheus metrics and liveness on this port."
+    )
+    api_metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Serve the API's Prometheus metrics on this port, apart from the API's own (on METRICS_HOST); "
+        "with --workers N, the sum of all N processes.",
     )
 
     # image-api and image-worker (uvicorn's lines too): see core/logs.py.

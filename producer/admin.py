@@ -25,11 +25,11 @@ from core.consumer_group import GroupReader
 from core.dead_letter_overview import DeadLetterOverview, dead_letter_overview
 from core.lag_history import LagHistory
 from core.redrive import Report, redrive
-from core.settings import Settings
 from core.topics import TopicMissing, topic_partitions
 from producer.admin_models import ConsumerGroupPage, LagHistoryView, RedriveReport, RedriveRequest
 from producer.auth import Principal, RequireRole
-from producer.deps import ServicesDep
+from producer.deps import Services, ServicesDep
+from producer.metrics import Refusal
 from producer.models import Problem
 from producer.openapi import RETRY_AFTER
 from schemas import ErrorCode
@@ -66,7 +66,7 @@ router = APIRouter(
 async def consumer_group(services: ServicesDep) -> ConsumerGroupPage:
     """The group's state, members and their partitions, the lag per partition, and the lag of the last minutes
     (sampled every few seconds while someone asks for this page)."""
-    with _unavailable_is_503(services.settings):
+    with _unavailable_is_503(services):
         overview = await services.group_reader.describe()
     history = services.lag_history
     history.record(overview)
@@ -85,7 +85,7 @@ async def dead_letters(
 ) -> DeadLetterOverview:
     """Counts by stable error code over the last records of each DLQ partition (``truncated`` says when older ones
     were not read), and the newest ``limit`` dead letters with ``error_code``."""
-    with _unavailable_is_503(services.settings):
+    with _unavailable_is_503(services):
         return await dead_letter_overview(
             services.settings, error_code=None if error_code is None else error_code.value, limit=limit
         )
@@ -107,7 +107,7 @@ async def redrive_dead_letters(body: RedriveRequest, services: ServicesDep, prin
     if lock.locked():
         raise HTTPException(409, "a redrive is running in this API process; retry once it is done")
     async with lock:
-        with _unavailable_is_503(settings, hint=_CUT_SHORT):
+        with _unavailable_is_503(services, hint=_CUT_SHORT):
             try:
                 # Fails fast when Kafka does not answer; the run's own bound is longer: it may have much to read.
                 async with kafka_deadline(settings, CHECK_TIMEOUT_S, f"looking up topic {settings.dlq_topic}"):
@@ -126,12 +126,14 @@ async def redrive_dead_letters(body: RedriveRequest, services: ServicesDep, prin
 
 
 @contextlib.contextmanager
-def _unavailable_is_503(settings: Settings, hint: str = "") -> Iterator[None]:
+def _unavailable_is_503(services: Services, hint: str = "") -> Iterator[None]:
     """Kafka not answering (or a topic not made yet) is a condition that passes: 503 with Retry-After."""
+    settings = services.settings
     try:
         yield
     except (KafkaUnavailable, TopicMissing) as exc:
         logger.warning("admin request: %s", exc)
+        services.metrics.refused(Refusal.BROKER_UNAVAILABLE)
         raise HTTPException(
             503,
             f"Kafka is unavailable: {exc}; retry in {settings.retry_after_s} s{hint}",

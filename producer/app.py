@@ -28,8 +28,10 @@ from producer import admin, asyncapi, batches, health, images
 from producer.console import router as console
 from producer.deps import Services
 from producer.intake import JobIntake
+from producer.metrics import ApiMetrics, Refusal
 from producer.publisher import EventPublisher
 from producer.rate_limits import RateLimiter
+from producer.request_metrics import RequestMetricsMiddleware
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the API for ``settings`` (read from the environment when not given)."""
     settings = settings or Settings()
     limit_pixels(settings.max_image_pixels)
+    metrics = ApiMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -50,9 +53,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await jobs.close()
             raise
         blobs = open_blob_store(settings)
-        publisher = EventPublisher(settings)
+        publisher = EventPublisher(settings, metrics=metrics)
         await publisher.start()
-        intake = JobIntake(settings, jobs, blobs, publisher)
+        intake = JobIntake(settings, jobs, blobs, publisher, metrics=metrics)
         uploads = asyncio.Semaphore(settings.max_concurrent_uploads)
         group_reader = GroupReader(settings)
         lag_history = admin.lag_history(group_reader)  # samples only once an admin asks
@@ -68,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             group_reader=group_reader,
             lag_history=lag_history,
             redrive_lock=asyncio.Lock(),
+            metrics=metrics,
         )
         sweeper = asyncio.create_task(intake.sweep_orphan_uploads_forever(), name="orphan upload sweep")
         # What start-up made lives as long as the process: out of the collector's sight, full collections stay
@@ -105,6 +109,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(asyncapi.router)
     console.install(app)
+    app.state.metrics = metrics  # served apart from the API (producer/metrics_endpoint.py)
+    app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(SQLAlchemyError, _dependency_unavailable)
     app.add_exception_handler(OSError, _dependency_unavailable)
@@ -150,7 +156,9 @@ async def _client_disconnected(request: Request, _exc: Exception) -> Response:
 async def _dependency_unavailable(request: Request, exc: Exception) -> JSONResponse:
     # The database or the blob store failed: a condition that passes, so 503 and a retry, never a 500.
     logger.error("%s %s failed: %r", request.method, request.url.path, exc)
-    retry_after_s = request.app.state.services.settings.retry_after_s
+    services = request.app.state.services
+    services.metrics.refused(Refusal.STORE_UNAVAILABLE)
+    retry_after_s = services.settings.retry_after_s
     return JSONResponse(
         {"detail": f"the job store is unavailable; retry in {retry_after_s} s"},
         status_code=503,

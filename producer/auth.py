@@ -21,6 +21,7 @@ from fastapi.security.utils import get_authorization_scheme_param
 
 from core.api_keys import Role
 from producer.deps import Services, get_services
+from producer.metrics import Refusal
 
 _DESCRIPTION = "An API key made with `image-keys create`."
 
@@ -81,6 +82,7 @@ def authorize(services: Services, principal: Principal, role: Role, *, counted: 
     if not counted:
         return
     if principal.key_id is not None and (wait_s := services.rate_limiter.retry_after_s(principal.key_id)):
+        services.metrics.refused(Refusal.RATE_LIMITED)
         raise HTTPException(
             429,
             f"this API key made more than {services.settings.rate_limit} requests",

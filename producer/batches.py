@@ -25,6 +25,7 @@ from producer.allow import AllowEveryMethodRoute
 from producer.auth import require
 from producer.body import bounded_json
 from producer.deps import get_services
+from producer.metrics import Refusal
 from producer.models import (
     ALLOW_PRIVATE_URLS_CONTEXT,
     BatchItemAccepted,
@@ -91,6 +92,7 @@ async def submit_batch(request: Request) -> JSONResponse:
                 [(url, image_filter) for _, url, image_filter in valid], owner=principal.key_id
             )
         except BrokerUnavailable:
+            services.metrics.refused(Refusal.BROKER_UNAVAILABLE)
             retry_after_s = services.settings.retry_after_s
             detail = f"the event log is unavailable; no job of the batch was accepted, retry in {retry_after_s} s"
             return JSONResponse(

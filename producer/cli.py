@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -17,8 +18,9 @@ from core import tracing
 from core.clients import one_line
 from core.logs import configure_logging
 from core.schema import SchemaMismatch, require_current_at
-from core.settings import InvalidSettings, load_settings
+from core.settings import InvalidSettings, Settings, load_settings
 from producer.app import create_app
+from producer.metrics_endpoint import in_multiprocess_mode, serve, serving_children
 from producer.server import EnvironmentBoundedProtocol
 from scripts.arguments import positive_int
 
@@ -45,9 +47,16 @@ def main(argv: list[str] | None = None) -> None:
         default=1,
         help="processes serving the one port (default: %(default)s); a dead one is replaced",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=positive_int,
+        help="serve Prometheus /metrics on this port, on METRICS_HOST (env API_METRICS_PORT; default: off)",
+    )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     args = parser.parse_args(argv)
 
+    if args.metrics_port is not None:
+        os.environ["API_METRICS_PORT"] = str(args.metrics_port)  # the serving processes read the environment
     try:
         settings = load_settings()  # each process reads them again; this says what is wrong once, before any starts
     except InvalidSettings as exc:
@@ -61,6 +70,16 @@ def main(argv: list[str] | None = None) -> None:
     except (SQLAlchemyError, OSError) as exc:
         sys.exit(f"image-api: the job database: {one_line(exc)}")
     os.environ[LOG_LEVEL_VARIABLE] = args.log_level  # the worker processes' only way to hear it
+    with contextlib.ExitStack() as stack:
+        if settings.api_metrics_port is not None and args.workers > 1:
+            try:
+                stack.enter_context(serving_children(settings.metrics_host, settings.api_metrics_port))
+            except OSError as exc:
+                sys.exit(_metrics_port_unusable(settings, exc))
+        _serve(args, settings)
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> None:
     uvicorn.run(
         f"{__name__}:app_from_environment",
         factory=True,
@@ -82,4 +101,14 @@ def app_from_environment() -> FastAPI:
     if not logging.getLogger().handlers:  # a worker process, spawned afresh (a lone process configured already)
         configure_logging(os.environ.get(LOG_LEVEL_VARIABLE, "info"), log_format=settings.log_format)
     tracing.start(settings, "image-api")  # per serving process: an exporter's thread does not survive a fork
-    return create_app(settings)
+    app = create_app(settings)
+    if settings.api_metrics_port is not None and not in_multiprocess_mode():  # one process: it serves its own
+        try:
+            serve(app.state.metrics.registry, settings.metrics_host, settings.api_metrics_port)
+        except OSError as exc:
+            sys.exit(_metrics_port_unusable(settings, exc))
+    return app
+
+
+def _metrics_port_unusable(settings: Settings, exc: OSError) -> str:
+    return f"image-api: cannot serve metrics on {settings.metrics_host}:{settings.api_metrics_port}: {exc}"

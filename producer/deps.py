@@ -15,6 +15,7 @@ from core.jobs import JobStore
 from core.lag_history import LagHistory
 from core.settings import Settings
 from producer.intake import JobIntake
+from producer.metrics import ApiMetrics
 from producer.publisher import EventPublisher
 from producer.rate_limits import RateLimiter
 
@@ -34,6 +35,7 @@ class Services:
     group_reader: GroupReader  # the workers' group, for the admin routes (clients kept open between looks)
     lag_history: LagHistory  # the workers' lag, sampled while an admin looks (producer/admin.py)
     redrive_lock: asyncio.Lock  # one redrive at a time in this process (producer/admin.py)
+    metrics: ApiMetrics  # the registry served on API_METRICS_PORT (producer/metrics.py)
 
 
 def get_services(request: Request) -> Services:

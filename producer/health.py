@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from core.api_keys import Role
 from producer.auth import MaybePrincipal
 from producer.deps import ServicesDep
+from producer.metrics import Refusal
 from producer.models import Readiness
 from producer.publisher import BrokerUnavailable
 
@@ -31,6 +32,8 @@ async def readyz(services: ServicesDep, principal: MaybePrincipal) -> JSONRespon
     """Whether to send traffic here; why not is told only to an admin key (the reasons name internal addresses)."""
     broker, database = await asyncio.gather(_broker_state(services), _database_state(services))
     ready = broker == database == "ok"
+    if not ready:
+        services.metrics.refused(Refusal.NOT_READY)
     if principal is None or Role.ADMIN not in principal.roles:
         broker, database = (_summary(broker), _summary(database))
     return JSONResponse(Readiness(broker=broker, database=database).model_dump(), status_code=200 if ready else 503)

@@ -23,6 +23,7 @@ from producer.blob_responses import blob_response
 from producer.body import UnsupportedMediaType, UploadsBusy, job_request
 from producer.deps import Services, ServicesDep, get_services
 from producer.intake import IdempotencyKeyReused
+from producer.metrics import Refusal
 from producer.models import JobAccepted, JobList, JobSource, JobView, KafkaCoordinates, ThumbnailUrls
 from producer.publisher import BrokerUnavailable
 from schemas import FilterName
@@ -60,11 +61,13 @@ async def submit_image(request: Request) -> JSONResponse:
     except UnsupportedMediaType as exc:
         return _problem(415, str(exc))
     except UploadsBusy as exc:
+        services.metrics.refused(Refusal.UPLOADS_BUSY)
         return _problem(503, f"{exc}; retry in 1 s", headers={"Retry-After": "1"})
     except IdempotencyKeyReused as exc:
         # 409, not 422: the request is valid on its own; it conflicts with what the key already names.
         return _problem(409, str(exc))
     except BrokerUnavailable:
+        services.metrics.refused(Refusal.BROKER_UNAVAILABLE)
         retry_after_s = services.settings.retry_after_s
         return _problem(
             503,

@@ -30,6 +30,7 @@ from core.blobs import BlobStore
 from core.jobs import Job, JobStatus, JobStore, utc_now
 from core.settings import Settings
 from producer.job_rows import AcceptedRows
+from producer.metrics import ApiMetrics
 from producer.publisher import BrokerUnavailable, EventPublisher, OutcomeUnknown, Record
 from schemas import BlobSource, FilterName, ImageProcessEvent, UrlSource, encode_event, event_headers
 
@@ -69,12 +70,20 @@ class Acceptance:
 class JobIntake:
     """Accepts image jobs: stores uploads, publishes ``image_process`` events, records jobs."""
 
-    def __init__(self, settings: Settings, jobs: JobStore, blobs: BlobStore, publisher: EventPublisher) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        jobs: JobStore,
+        blobs: BlobStore,
+        publisher: EventPublisher,
+        *,
+        metrics: ApiMetrics | None = None,
+    ) -> None:
         self._settings = settings
         self._jobs = jobs
         self._blobs = blobs
         self._publisher = publisher
-        self._rows = AcceptedRows(jobs)
+        self._rows = AcceptedRows(jobs, metrics)
         # Idempotency-Keys of concurrent requests are looked up together: one statement, not one per request.
         self._lookups: Batcher[str, Job | None] = Batcher(
             jobs.get_each, max_batch=MAX_LOOKUPS_PER_STATEMENT, name="idempotency key look-ups"

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Final
 
 from core.batching import Batcher
 from core.jobs import Job, JobStore
+from producer.metrics import ApiMetrics, Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -24,8 +26,9 @@ MAX_ROWS_PER_TRANSACTION: Final = 500
 class AcceptedRows:
     """Writes accepted jobs' rows in batches; :meth:`write` returns when its row is committed or given up on."""
 
-    def __init__(self, jobs: JobStore) -> None:
+    def __init__(self, jobs: JobStore, metrics: ApiMetrics | None = None) -> None:
         self._jobs = jobs
+        self._metrics = metrics or ApiMetrics()
         self._batcher = Batcher(self._write, max_batch=MAX_ROWS_PER_TRANSACTION, name="accepted job rows")
 
     def write(self, job: Job) -> asyncio.Future[None]:
@@ -41,9 +44,11 @@ class AcceptedRows:
         await self._batcher.aclose(timeout_s)
 
     async def _write(self, batch: list[Job]) -> list[None]:
+        started = time.perf_counter()
         try:
             await self._jobs.record_accepted(*batch)
         except Exception:  # whatever it was, the writer lives on for the next rows
+            self._metrics.job_rows_written(Outcome.FAILED, len(batch), time.perf_counter() - started)
             ids = ", ".join(job.image_id for job in batch[:5])
             logger.warning(
                 "%d accepted job(s) (%s%s) have no row yet; their workers will write them",
@@ -52,4 +57,6 @@ class AcceptedRows:
                 ", ..." if len(batch) > 5 else "",
                 exc_info=True,
             )
+        else:
+            self._metrics.job_rows_written(Outcome.COMMITTED, len(batch), time.perf_counter() - started)
         return [None] * len(batch)

@@ -36,6 +36,7 @@ from core.kafka_connection import kafka_connection
 from core.logs import KAFKA_TROUBLE
 from core.settings import Settings
 from core.topics import ensure_topics
+from producer.metrics import ApiMetrics, Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -104,8 +105,15 @@ class _Request:
 class EventPublisher:
     """Publishes events in shared transactions; :meth:`publish` returns once its event is committed."""
 
-    def __init__(self, settings: Settings, producer_factory: ProducerFactory = transactional_producer) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        producer_factory: ProducerFactory = transactional_producer,
+        *,
+        metrics: ApiMetrics | None = None,
+    ) -> None:
         self._settings = settings
+        self._metrics = metrics or ApiMetrics()
         self._producer_factory = producer_factory
         self._id_prefix = f"{TRANSACTIONAL_ID_PREFIX}{socket.gethostname()}-{os.getpid()}"
         self._producers: list[AIOKafkaProducer | None] = [None] * PRODUCERS
@@ -152,7 +160,11 @@ class EventPublisher:
             raise ValueError(f"publish 1 to {MAX_EVENTS_PER_TRANSACTION} records at once, not {len(records)}")
         loop = asyncio.get_running_loop()
         now = loop.time()
-        self._refuse_while_cooling_down(now)
+        try:
+            self._refuse_while_cooling_down(now)
+        except BrokerUnavailable:
+            self._metrics.published(Outcome.FAILED, 0.0)
+            raise
         request = _Request(list(records), now + self._settings.send_timeout_s, loop.create_future())
         self._waiting.append(request)
         self._wake.set()
@@ -161,12 +173,16 @@ class EventPublisher:
                 asyncio.create_task(self._take(index), name=f"publisher {index}") for index in range(PRODUCERS)
             ]
         # The takers answer by the deadline (plus a commit's outcome); this bound only guards against a bug.
+        outcome = Outcome.FAILED
         try:
             async with asyncio.timeout(self._settings.send_timeout_s + COMMIT_GRACE_S + 1):
                 await asyncio.shield(request.answer)
+            outcome = Outcome.COMMITTED
         except TimeoutError:
             logger.error("an event was not answered by its transaction in time; answering 503")
             raise OutcomeUnknown("the event's transaction did not report its outcome") from None
+        finally:
+            self._metrics.published(outcome, loop.time() - now)
 
     async def check(self) -> None:
         """Raise unless the broker answers a metadata request that lists the main topic."""
@@ -258,6 +274,7 @@ class EventPublisher:
         except (TimeoutError, KafkaError, OSError) as exc:
             self._fail(index, batch, OutcomeUnknown(f"the commit's outcome is unknown ({one_line(exc)})"))
             return
+        self._metrics.transaction_events.observe(sum(len(request.records) for request in batch))
         for request in batch:
             if not request.answer.done():
                 request.answer.set_result(None)

@@ -33,3 +33,14 @@ async def test_metrics_and_livez_answer_200_at_their_exact_paths(tmp_path: Path)
     assert "image_worker_records_total" in metrics.text
     assert livez.status_code == 200
     assert livez.json() == {"alive": True, "problems": []}
+
+
+async def test_the_alive_gauge_says_what_livez_says(tmp_path: Path) -> None:
+    settings = Settings(kafka_bootstrap_servers="127.0.0.1:9", storage_dir=tmp_path, liveness_timeout_s=60.0)
+    worker = Worker(settings, Idle())
+    registry = worker.metrics.registry
+    worker.liveness.joined()
+    assert registry.get_sample_value("image_worker_alive") == 1
+    worker.liveness.timeout_s = -1.0  # every poll is now too long ago: what a stalled loop reports
+    assert worker.liveness.problems(), "the premise: /livez would answer 503"
+    assert registry.get_sample_value("image_worker_alive") == 0
