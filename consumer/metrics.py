@@ -20,7 +20,8 @@ class WorkerMetrics:
         self.registry = CollectorRegistry()
         self.records = Counter(
             "image_worker_records",
-            "Records finished, by outcome (done, skipped_duplicate, skipped_cancelled, dead_lettered).",
+            "Records finished, by outcome (done, skipped_duplicate, skipped_cancelled, skipped_expired, "
+            "dead_lettered).",
             ["outcome"],
             registry=self.registry,
         )
@@ -49,6 +50,17 @@ class WorkerMetrics:
         )
         self.last_poll = Gauge(
             "image_worker_last_poll_timestamp_seconds", "When the poll loop last ran.", registry=self.registry
+        )
+        self.retention_removed = Counter(
+            "image_retention_removed",
+            "What the retention sweep deleted, by kind (result, thumbnail, upload, original, job, tombstone).",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.retention_sweeps = Counter(
+            "image_retention_sweeps",
+            "Retention sweeps this worker ran (only the worker holding the retention lease sweeps).",
+            registry=self.registry,
         )
         self._outcome_counters: dict[str, Counter] = {}
 
