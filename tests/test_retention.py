@@ -162,6 +162,7 @@ async def test_a_job_past_its_ttl_has_its_files_and_row_deleted_and_answers_410_
 
     assert not any([await blobs.exists(key) for key in job_blob_keys(blobs, image_id)])
     assert await rows_of(jobs, image_id) == (0, 0, 1), "row and processed id deleted, a tombstone left"
+    assert not (worker_settings.blob_store_location().folder / "thumbnails" / image_id).exists(), "no empty folder"
     gone = await api.get(path, headers=alice)
     assert gone.status_code == 410, gone.text
     assert "expired" in gone.json()["detail"]
