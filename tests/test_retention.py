@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import re
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -358,3 +359,46 @@ async def test_openapi_documents_410_where_an_expired_job_answers_it(api: httpx.
         paths["/images/{image_id}/original"]["get"],
     ]
     assert all("410" in operation["responses"] for operation in operations)
+
+
+@contextlib.asynccontextmanager
+async def console_of(settings: Settings, secret: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The console, logged in with ``secret`` (its cookies kept by the client)."""
+    async with api_client(settings) as console:
+        form = await console.get("/console/login")
+        found = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert found is not None
+        answer = await console.post("/console/login", data={"key": secret, "csrf": found.group(1)})
+        assert answer.status_code == 303, answer.text
+        yield console
+
+
+async def test_the_console_shows_expired_files_and_an_expired_job_as_a_page(
+    worker_settings: Settings, jobs: JobStore, blobs: BlobStore
+) -> None:
+    keys = ApiKeyStore(jobs.engine)
+    alice, alice_secret = await keys.create(f"alice-{uuid.uuid4().hex[:8]}", frozenset({Role.READ}))
+    _, bob_secret = await keys.create(f"bob-{uuid.uuid4().hex[:8]}", frozenset({Role.READ}))
+    event = url_event("https://example.com/a.png")
+    now = utc_now()
+    done = dataclasses.replace(
+        Job.from_event(event, JobStatus.DONE, now=now), finished_at=now, owner=alice.key_id, result_key="r"
+    )
+    await jobs.record_accepted(done)
+    page = f"/console/jobs/{event.image_id}"
+
+    await sweeper(worker_settings, jobs, blobs, RESULT_TTL_S + 60).sweep_once()
+    async with console_of(worker_settings, alice_secret) as console:
+        kept = await console.get(page)
+        assert kept.status_code == 200, kept.text
+        assert "Its images expired on" in kept.text
+        assert f'src="{page}/original"' not in kept.text, "no broken images"
+        assert (await console.get(f"{page}/result")).status_code == 410
+
+        await sweeper(worker_settings, jobs, blobs, JOB_TTL_S + 60).sweep_once()
+        gone = await console.get(page)
+        assert gone.status_code == 410
+        assert "<title>Expired" in gone.text
+        assert "its images and record are deleted" in gone.text
+    async with console_of(worker_settings, bob_secret) as console:
+        assert (await console.get(page)).status_code == 404
