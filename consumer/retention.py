@@ -94,36 +94,45 @@ class RetentionSweeper:
         if not await self.lease.acquire():
             return None
         now = self._clock()
-        settings, batch = self._settings, self._settings.retention_batch_size
-        removed: Counter[str] = Counter()
-        result_ttl_s = ttl_seconds(settings.result_ttl)
-        if result_ttl_s is not None:
-            finished_before = now - dt.timedelta(seconds=result_ttl_s)
-            due = await self._store.files_due(finished_before, batch)
-            for start in range(0, len(due), BLOB_DELETES_AT_ONCE):
-                for kinds in await asyncio.gather(
-                    *(self._delete_files(job) for job in due[start : start + BLOB_DELETES_AT_ONCE])
-                ):
-                    removed.update(kinds)
-            await self._store.mark_files_expired([job.image_id for job in due], finished_before, now)
-        job_ttl_s = ttl_seconds(settings.job_ttl)
-        if job_ttl_s is not None:
-            expired = await self._store.expire_rows(now - dt.timedelta(seconds=job_ttl_s), now, batch)
-            removed["job"] += len(expired)
-        tombstone_ttl_s = ttl_seconds(settings.tombstone_ttl)
-        if tombstone_ttl_s is not None:
-            removed["tombstone"] += await self._store.prune_tombstones(
-                now - dt.timedelta(seconds=tombstone_ttl_s), batch
-            )
+        removed = await self._expire_files(now)  # first: a row is deleted only once its files are
+        removed["job"] += await self._expire_rows(now)
+        removed["tombstone"] += await self._prune_tombstones(now)
         for kind, count in removed.items():
             if count:
                 self._metrics.retention_removed.labels(kind=kind).inc(count)
         self._metrics.retention_sweeps.inc()
         if any(removed.values()):
-            logger.info(
-                "retention sweep removed %s", ", ".join(f"{n} {kind}" for kind, n in sorted(removed.items()) if n)
-            )
+            shown = ", ".join(f"{count} {kind}" for kind, count in sorted(removed.items()) if count)
+            logger.info("retention sweep removed %s", shown)
         return removed
+
+    async def _expire_files(self, now: dt.datetime) -> Counter[str]:
+        removed: Counter[str] = Counter()
+        ttl_s = ttl_seconds(self._settings.result_ttl)
+        if ttl_s is None:
+            return removed
+        finished_before = now - dt.timedelta(seconds=ttl_s)
+        due = await self._store.files_due(finished_before, self._settings.retention_batch_size)
+        for start in range(0, len(due), BLOB_DELETES_AT_ONCE):
+            chunk = due[start : start + BLOB_DELETES_AT_ONCE]
+            for kinds in await asyncio.gather(*(self._delete_files(job) for job in chunk)):
+                removed.update(kinds)
+        await self._store.mark_files_expired([job.image_id for job in due], finished_before, now)
+        return removed
+
+    async def _expire_rows(self, now: dt.datetime) -> int:
+        ttl_s = ttl_seconds(self._settings.job_ttl)
+        if ttl_s is None:
+            return 0
+        finished_before = now - dt.timedelta(seconds=ttl_s)
+        return len(await self._store.expire_rows(finished_before, now, self._settings.retention_batch_size))
+
+    async def _prune_tombstones(self, now: dt.datetime) -> int:
+        ttl_s = ttl_seconds(self._settings.tombstone_ttl)
+        if ttl_s is None:
+            return 0
+        expired_before = now - dt.timedelta(seconds=ttl_s)
+        return await self._store.prune_tombstones(expired_before, self._settings.retention_batch_size)
 
     @property
     def _interval_s(self) -> float:
