@@ -16,6 +16,7 @@ from aiokafka.errors import KafkaError
 from consumer.handler import JobHandler
 from consumer.metrics import WorkerMetrics
 from consumer.probes import serve_probes
+from consumer.retention import RetentionSweeper
 from consumer.worker import Worker
 from core import tracing
 from core.blobs import open_blob_store
@@ -81,8 +82,8 @@ async def serve(settings: Settings) -> None:
     """Run one worker until SIGTERM/SIGINT."""
     limit_pixels(settings.max_image_pixels)
     metrics = WorkerMetrics()
-    async with _services(settings, metrics) as handler:
-        worker = Worker(settings, handler, metrics=metrics)
+    async with _services(settings, metrics) as (handler, sweeper):
+        worker = Worker(settings, handler, metrics=metrics, sweeper=sweeper)
         _install_signal_handlers(worker)
         async with contextlib.AsyncExitStack() as stack:
             if settings.metrics_port is not None:
@@ -91,7 +92,7 @@ async def serve(settings: Settings) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _services(settings: Settings, metrics: WorkerMetrics) -> AsyncIterator[JobHandler]:
+async def _services(settings: Settings, metrics: WorkerMetrics) -> AsyncIterator[tuple[JobHandler, RetentionSweeper]]:
     jobs = JobStore.from_url(settings.database_url)
     try:
         try:
@@ -102,9 +103,10 @@ async def _services(settings: Settings, metrics: WorkerMetrics) -> AsyncIterator
         except SchemaMismatch as exc:
             raise StartupError(str(exc)) from None
         await _ensure_topics_when_reachable(settings)
-        handler = JobHandler(settings, jobs, open_blob_store(settings), metrics=metrics)
+        blobs = open_blob_store(settings)
+        handler = JobHandler(settings, jobs, blobs, metrics=metrics)
         try:
-            yield handler
+            yield handler, RetentionSweeper(settings, jobs, blobs, metrics)
         finally:
             await handler.aclose()
     finally:

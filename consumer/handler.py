@@ -41,7 +41,7 @@ from core import log_context, tracing
 from core.blobs import BlobMissing, BlobStore, ThumbnailKind
 from core.database import is_transient_database_error
 from core.imaging import UnsupportedImage, decode_cost_bytes, open_image
-from core.jobs import Cancelled, Job, JobStatus, JobStore, utc_now
+from core.jobs import Cancelled, Expired, Job, JobStatus, JobStore, utc_now
 from core.settings import Settings
 from core.urls import redact_url
 from schemas import (
@@ -138,6 +138,9 @@ class JobHandler:
         if isinstance(started, Cancelled):  # nothing fetched or read: the job's image is never touched
             logger.info("Skipping job %s: cancelled before it started (%s)", event.image_id, coordinates(record))
             return Outcome.SKIPPED_CANCELLED
+        if isinstance(started, Expired):  # a replay must not bring an expired job back, nor redo its work
+            logger.info("Skipping job %s: expired (retention) (%s)", event.image_id, coordinates(record))
+            return Outcome.SKIPPED_EXPIRED
         if started.executions > 1:
             shown = coordinates(record)
             logger.warning("Running job %s again: execution %d (%s)", event.image_id, started.executions, shown)

@@ -20,7 +20,8 @@ class WorkerMetrics:
         self.registry = CollectorRegistry()
         self.records = Counter(
             "image_worker_records",
-            "Records finished, by outcome (done, skipped_duplicate, skipped_cancelled, dead_lettered).",
+            "Records finished, by outcome (done, skipped_duplicate, skipped_cancelled, skipped_expired, "
+            "dead_lettered).",
             ["outcome"],
             registry=self.registry,
         )
@@ -53,6 +54,17 @@ class WorkerMetrics:
         self.alive = Gauge(
             "image_worker_alive",
             "1 while /livez answers 200, 0 while it answers 503 (poll loop stalled, or out of the group too long).",
+            registry=self.registry,
+        )
+        self.retention_removed = Counter(
+            "image_retention_removed",
+            "What the retention sweep deleted, by kind (result, thumbnail, upload, original, job, tombstone).",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.retention_sweeps = Counter(
+            "image_retention_sweeps",
+            "Retention sweeps this worker ran (only the worker holding the retention lease sweeps).",
             registry=self.registry,
         )
         self._outcome_counters: dict[str, Counter] = {}

@@ -13,5 +13,7 @@ class Outcome(StrEnum):
     """The event id was already processed (a redelivery, a replay, a concurrent duplicate): nothing was redone."""
     SKIPPED_CANCELLED = "skipped_cancelled"
     """The job was cancelled while queued (``DELETE /images/{id}``): nothing was fetched, read or recorded."""
+    SKIPPED_EXPIRED = "skipped_expired"
+    """The job is past its retention (its files or its row expired): nothing was fetched, read or recorded."""
     DEAD_LETTERED = "dead_lettered"
     """The record is on the DLQ topic, acked; its job is marked failed."""

@@ -12,6 +12,8 @@ in :mod:`consumer.dead_letters`, idempotency in :mod:`consumer.handler`):
 - On revocation and on shutdown no new record starts, running records get a bounded time to finish, finished
   offsets are committed, and only then is the partition let go. aiokafka does not call the revocation listener on
   ``stop()``; :meth:`Worker.run` does the same drain itself before stopping.
+- The retention sweep (:mod:`consumer.retention`), when given, runs beside the poll loop as a task of its own: it
+  starts with the worker and ends with it, and only awaits the database and the blob store.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from consumer.lanes import KeyLanes
 from consumer.metrics import Liveness, WorkerMetrics
 from consumer.partitions import OwnedPartition
 from consumer.records import partition_name
+from consumer.retention import RetentionSweeper
 from consumer.retry import RecordHandler, RetryingRunner, RetryPolicy
 from core.kafka_connection import kafka_connection
 from core.logs import KAFKA_TROUBLE
@@ -60,12 +63,14 @@ class Worker:
         *,
         metrics: WorkerMetrics | None = None,
         worker_id: str | None = None,
+        sweeper: RetentionSweeper | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or WorkerMetrics()
         self.liveness = Liveness(settings.liveness_timeout_s)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self._consumer: AIOKafkaConsumer  # made by run(): a client made is a client to close
+        self._sweeper = sweeper
         policy = RetryPolicy.from_settings(settings)
         self._dead_letters = DeadLetterQueue(settings, handler, policy, worker_id=self.worker_id)
         runner = RetryingRunner(handler, policy, self._dead_letters.dead_letter, self.metrics)
@@ -92,7 +97,18 @@ class Worker:
         self._lanes.slot_freed.set()
 
     async def run(self) -> None:
-        """Consume until :meth:`stop` is called."""
+        """Consume (and sweep, with a sweeper) until :meth:`stop` is called."""
+        sweeper = self._sweeper
+        sweeping = asyncio.create_task(sweeper.run(), name="retention sweep") if sweeper is not None else None
+        try:
+            await self._consume()
+        finally:
+            if sweeper is not None and sweeping is not None:
+                sweeper.stop()
+                await sweeping
+        logger.info("worker %s stopped", self.worker_id)
+
+    async def _consume(self) -> None:
         settings = self.settings
         try:
             await self._dead_letters.start()
@@ -116,7 +132,6 @@ class Worker:
                 await self._consumer.stop()  # leaves the group: the partitions move on at once
         finally:
             await self._dead_letters.stop()
-        logger.info("worker %s stopped", self.worker_id)
 
     async def _poll_until_stopped(self) -> None:
         while not self._stopping.is_set():

@@ -8,6 +8,7 @@ folder by their umask and group.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import time
@@ -67,8 +68,17 @@ class FileBlobStore(BlobStore):
         return await asyncio.to_thread(self.path(key).is_file)
 
     async def delete(self, key: str) -> None:
-        """Remove ``key``; a key already gone is fine."""
-        await asyncio.to_thread(self.path(key).unlink, missing_ok=True)
+        """Remove ``key``; a key already gone is fine. A per-image folder (``thumbnails/<id>/``) this empties goes
+        too: the retention sweep would otherwise leave one empty folder per expired job behind."""
+        path = self.path(key)
+
+        def remove() -> None:
+            path.unlink(missing_ok=True)
+            if path.parent.parent != self.root:  # never a top folder such as uploads/
+                with contextlib.suppress(OSError):  # not empty yet, or already gone
+                    path.parent.rmdir()
+
+        await asyncio.to_thread(remove)
 
     async def keys_older_than(self, prefix: str, age_s: float) -> list[str]:
         """Keys under ``prefix`` (a folder such as ``uploads``) last written more than ``age_s`` ago."""

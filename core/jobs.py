@@ -5,6 +5,9 @@ late ``queued`` only fills in how the job was requested. A worker inserts the ev
 ``processed_events`` in the transaction that marks the job done (Kafka's "store progress in the same place as
 the output"): a redelivered event is skipped, and of two workers racing on one event exactly one wins.
 
+A finished job expires (:mod:`core.retention`): first its files, then its row, which leaves a tombstone. A worker
+never starts an expired job again: a replayed event of one is skipped, as a cancelled job's is.
+
 A client may cancel a job no worker has started. The database decides the race between the two: the cancel
 applies only ``WHERE status = 'queued'`` and a worker's start never applies to a cancelled job, so exactly one wins.
 """
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, bindparam, select, text, update
+from sqlalchemy import ColumnElement, Table, and_, bindparam, exists, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.dml import UpdateBase
@@ -38,7 +41,7 @@ from core.job_listing import JobPage as JobPage
 from core.job_listing import JobQuery as JobQuery
 from core.job_listing import MalformedCursor as MalformedCursor
 from core.sqlite_lane import CompiledRead, CompiledWrite, SqliteLane, is_sqlite_file
-from core.tables import jobs_table, processed_events_table
+from core.tables import expired_jobs_table, jobs_table, processed_events_table
 from schemas import BlobSource, DecodedEvent, ImageProcessV2, UrlSource
 
 # What the API writes over a row a worker created first: how the job was requested.
@@ -94,6 +97,8 @@ class Job:
     kafka_topic: str | None = None
     kafka_partition: int | None = None
     kafka_offset: int | None = None
+    # When the retention sweep deleted the job's files (RESULT_TTL); None while they are kept.
+    files_expired_at: dt.datetime | None = None
 
     @classmethod
     def from_event(
@@ -145,6 +150,12 @@ class Cancelled:
     changed nothing."""
 
 
+@dataclass(frozen=True, slots=True)
+class Expired:
+    """A job past its retention (its files or its row expired): the worker skips it, and
+    :meth:`JobStore.mark_processing` changed nothing."""
+
+
 class JobStore:
     """Reads and writes jobs in the database named by ``DATABASE_URL``; its schema comes from ``image-migrate``
     (:mod:`core.schema`)."""
@@ -188,23 +199,32 @@ class JobStore:
         async with self.engine.connect() as connection:
             return (await connection.execute(_IS_PROCESSED, {"event_id": event_id})).first() is not None
 
-    async def mark_processing(self, job: Job, *, event_id: str) -> Started | Cancelled | None:
+    async def mark_processing(self, job: Job, *, event_id: str) -> Started | Cancelled | Expired | None:
         """Record that a worker started ``job`` for event ``event_id`` (status processing, attempts, started_at)
         and count the execution.
 
         Returns None, changing nothing, when the event is already processed (a redelivery to skip); the check and
         the write share one transaction. The row is inserted if the API has not written it yet. A done job is left
         alone (``executions`` 0): a duplicate racing with the winner must not turn it back into processing. A
-        cancelled job is left alone too, and :class:`Cancelled` says so: the worker must not run it.
+        cancelled job is left alone too, and :class:`Cancelled` says so: the worker must not run it. So is an
+        expired one (:class:`Expired`): its files are gone, or its row is and only a tombstone is left, which an
+        insert here would bring back.
         """
         _expect_status(job, JobStatus.PROCESSING)
         async with self.engine.begin() as connection:
-            if (await connection.execute(_IS_PROCESSED, {"event_id": event_id})).first() is not None:
+            # One round trip for both checks: this runs for every record a worker takes.
+            ids = {"event_id": event_id, "image_id": job.image_id}
+            processed, expired = (await connection.execute(_PROCESSED_OR_EXPIRED, ids)).one()
+            if processed:
                 return None
+            if expired:
+                return Expired()
             first_run = _job_values(job) | {"executions": 1}  # the insert's; an existing row counts one up
             row = (await connection.execute(self._writes.mark_processing, first_run)).first()
-            if row is None:  # the row is final (done or cancelled), so it cannot change under this read
-                status = (await connection.execute(_STATUS, {"image_id": job.image_id})).scalar_one()
+            if row is None:  # the row is final (done, cancelled or expired), so it cannot change under this read
+                status, files_expired_at = (await connection.execute(_STATUS, {"image_id": job.image_id})).one()
+                if files_expired_at is not None:
+                    return Expired()
                 if status == JobStatus.CANCELLED.value:
                     return Cancelled()
         return Started(executions=0 if row is None else int(row[0]))
@@ -323,7 +343,13 @@ _GET_EACH = select(jobs_table).where(jobs_table.c.image_id.in_(bindparam("image_
 _IS_PROCESSED = select(processed_events_table.c.event_id).where(
     processed_events_table.c.event_id == bindparam("event_id")
 )
-_STATUS = select(jobs_table.c.status).where(jobs_table.c.image_id == bindparam("image_id"))
+_STATUS = select(jobs_table.c.status, jobs_table.c.files_expired_at).where(
+    jobs_table.c.image_id == bindparam("image_id")
+)
+_PROCESSED_OR_EXPIRED = select(
+    exists().where(processed_events_table.c.event_id == bindparam("event_id")),
+    exists().where(expired_jobs_table.c.image_id == bindparam("image_id")),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,9 +361,9 @@ class _Writes:
     """
 
     record_accepted: UpdateBase  # the API's row; a worker's status, if already there, is kept
-    mark_processing: UpdateBase  # never turns a done or cancelled job back
+    mark_processing: UpdateBase  # never turns a done, cancelled or expired job back
     mark_done: UpdateBase
-    mark_failed: UpdateBase  # never turns a done or cancelled job back
+    mark_failed: UpdateBase  # never turns a done, cancelled or expired job back
     record_processed: UpdateBase  # returns the event id, or nothing when it was already recorded
 
     @classmethod
@@ -349,7 +375,11 @@ class _Writes:
                 set_["executions"] = jobs_table.c.executions + 1
             return insert.on_conflict_do_update(index_elements=["image_id"], set_=set_, where=where)
 
-        not_final = and_(jobs_table.c.status != JobStatus.DONE.value, jobs_table.c.status != JobStatus.CANCELLED.value)
+        not_final = and_(
+            jobs_table.c.status != JobStatus.DONE.value,
+            jobs_table.c.status != JobStatus.CANCELLED.value,
+            jobs_table.c.files_expired_at.is_(None),
+        )
         processed = _dialect_insert(dialect, processed_events_table).on_conflict_do_nothing(index_elements=["event_id"])
         return cls(
             record_accepted=upsert(_REQUEST_COLUMNS, jobs_table.c.request_fingerprint.is_(None)),
@@ -397,6 +427,7 @@ def _job_values(job: Job) -> dict[str, Any]:
         "kafka_topic": job.kafka_topic,
         "kafka_partition": job.kafka_partition,
         "kafka_offset": job.kafka_offset,
+        "files_expired_at": job.files_expired_at,
     }
 
 
@@ -424,4 +455,5 @@ def _job_from_row(row: Any) -> Job:
         kafka_topic=row["kafka_topic"],
         kafka_partition=row["kafka_partition"],
         kafka_offset=row["kafka_offset"],
+        files_expired_at=_as_utc(row["files_expired_at"]),
     )

@@ -21,6 +21,9 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
+# A retention period: whole seconds, or "never" to keep forever.
+TimeToLive = Annotated[int, Field(ge=1)] | Literal["never"]
+DAY_S = 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,26 @@ class Settings(BaseSettings):
         "with --workers N, the sum of all N processes.",
     )
 
+    # Retention (consumer/retention.py): counted from a final job's finished_at; the sweep runs in one worker.
+    result_ttl: TimeToLive = Field(
+        default=7 * DAY_S,
+        description="Seconds a finished job's files (result, thumbnails, upload, original) are kept; never: forever.",
+    )
+    job_ttl: TimeToLive = Field(
+        default=30 * DAY_S,
+        description="Seconds a finished job's row is kept (at least RESULT_TTL); then GET answers 410; never: forever.",
+    )
+    tombstone_ttl: TimeToLive = Field(
+        default=30 * DAY_S,
+        description="Seconds an expired job is remembered after its row is deleted (410, not 404; replays skipped).",
+    )
+    retention_sweep_interval_s: PositiveSeconds = Field(
+        default=300.0, description="How often the retention sweep runs (in the worker that holds its lease)."
+    )
+    retention_batch_size: int = Field(
+        default=500, ge=1, le=10_000, description="Jobs one retention step handles per sweep: bounded work per pass."
+    )
+
     # image-api and image-worker (uvicorn's lines too): see core/logs.py.
     log_format: Literal["text", "json"] = Field(
         default="text", description="Log lines as text, or as one JSON object per line (json) for a log store."
@@ -237,6 +260,29 @@ class Settings(BaseSettings):
             raise ValueError("RESULT_DOWNLOAD=redirect needs an object store: BLOB_STORE_URL=s3://BUCKET[/PREFIX]")
         return self
 
+    @field_validator("result_ttl", "job_ttl", "tombstone_ttl", mode="before")
+    @classmethod
+    def _ttl_is_seconds_or_never(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() == "never":
+            return "never"
+        try:
+            seconds = int(str(value).strip()) if not isinstance(value, int) else value
+        except ValueError:
+            seconds = 0
+        if isinstance(value, bool) or seconds < 1:
+            raise ValueError("expected whole seconds (at least 1), e.g. 604800 for 7 days, or never")
+        return seconds
+
+    @model_validator(mode="after")
+    def _rows_outlive_their_files(self) -> Self:
+        result_ttl, job_ttl = _seconds(self.result_ttl), _seconds(self.job_ttl)
+        if job_ttl < result_ttl:
+            raise ValueError(
+                f"JOB_TTL ({self.job_ttl}) must be at least RESULT_TTL ({self.result_ttl}): a job's row is kept at "
+                "least as long as its files, so GET can say they expired"
+            )
+        return self
+
     @model_validator(mode="after")
     def _kafka_security_is_complete(self) -> Self:
         problems = kafka_security_problems(self)
@@ -264,6 +310,15 @@ class Settings(BaseSettings):
         if not value.startswith(("sqlite", "postgres")):
             raise ValueError("expected sqlite:///PATH or postgresql://USER:PASS@HOST/DB")
         return value
+
+
+def _seconds(ttl: int | Literal["never"]) -> float:
+    return float("inf") if ttl == "never" else float(ttl)
+
+
+def ttl_seconds(ttl: int | Literal["never"]) -> float | None:
+    """A retention setting in seconds, or None for ``never`` (kept forever)."""
+    return None if ttl == "never" else float(ttl)
 
 
 def kafka_security_problems(settings: Settings) -> list[str]:

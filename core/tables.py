@@ -1,4 +1,4 @@
-"""The database tables: jobs, and the ids of the events whose work is done.
+"""The database tables: jobs, the ids of the events whose work is done, expired jobs, API keys and leases.
 
 ``processed_events`` gets an event's id in the same transaction that marks its job done (Kafka's "store progress
 in the same place as the output"): a redelivered event is recognised by it and skipped.
@@ -37,11 +37,15 @@ jobs_table = Table(
     Column("kafka_topic", String(249), nullable=True),  # 249: Kafka's longest topic name
     Column("kafka_partition", Integer, nullable=True),
     Column("kafka_offset", BigInteger, nullable=True),
+    # When the retention sweep deleted the finished job's files (RESULT_TTL); the row stays until JOB_TTL.
+    Column("files_expired_at", DateTime(timezone=True), nullable=True),
     # Listing newest first, keyset-paginated by (requested_at, image_id); with a status filter; jobs finished per
     # second (only finished jobs have finished_at).
     Index("ix_jobs_requested_at_image_id", "requested_at", "image_id"),
     Index("ix_jobs_status_requested_at", "status", "requested_at"),
     Index("ix_jobs_finished_at", "finished_at"),
+    # The sweep's next jobs whose files are due, without walking the ones already swept.
+    Index("ix_jobs_files_expired_at_finished_at", "files_expired_at", "finished_at"),
 )
 
 processed_events_table = Table(
@@ -50,6 +54,18 @@ processed_events_table = Table(
     Column("event_id", String(36), primary_key=True),
     Column("image_id", String(36), nullable=False),
     Column("processed_at", DateTime(timezone=True), nullable=False),
+    Index("ix_processed_events_image_id", "image_id"),  # deleted with their job's row by the retention sweep
+)
+
+# A tombstone per job whose row the retention sweep deleted (JOB_TTL): GET answers 410 Gone, to its owner only, and
+# a replayed event of the job is skipped. Pruned after TOMBSTONE_TTL.
+expired_jobs_table = Table(
+    "expired_jobs",
+    metadata,
+    Column("image_id", String(36), primary_key=True),
+    Column("owner", String(36), nullable=True),
+    Column("expired_at", DateTime(timezone=True), nullable=False),
+    Index("ix_expired_jobs_expired_at", "expired_at"),
 )
 
 api_keys_table = Table(
@@ -61,4 +77,13 @@ api_keys_table = Table(
     Column("roles", String(64), nullable=False),  # comma-separated
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+# One row per lease (core/leases.py): who holds it and until when. The retention sweep runs only in its holder.
+leases_table = Table(
+    "leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(255), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
 )

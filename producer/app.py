@@ -22,6 +22,7 @@ from core.blobs import open_blob_store
 from core.consumer_group import GroupReader
 from core.imaging import limit_pixels
 from core.jobs import JobStore
+from core.retention import RetentionStore
 from core.schema import require_current
 from core.settings import Settings
 from producer import admin, asyncapi, batches, health, images
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.services = Services(
             settings=settings,
             jobs=jobs,
+            retention=RetentionStore(jobs.engine),
             blobs=blobs,
             publisher=publisher,
             intake=intake,

@@ -13,6 +13,7 @@ from core.blobs import BlobStore
 from core.consumer_group import GroupReader
 from core.jobs import JobStore
 from core.lag_history import LagHistory
+from core.retention import RetentionStore
 from core.settings import Settings
 from producer.intake import JobIntake
 from producer.metrics import ApiMetrics
@@ -26,6 +27,7 @@ class Services:
 
     settings: Settings
     jobs: JobStore
+    retention: RetentionStore  # tombstones of expired jobs: 410 rather than 404
     blobs: BlobStore
     publisher: EventPublisher
     intake: JobIntake

@@ -15,6 +15,7 @@ from core.api_keys import Role
 from core.blobs import THUMBNAIL_MEDIA_TYPE, ThumbnailKind
 from core.job_listing import CURSOR_PATTERN, MAX_PAGE_SIZE
 from core.jobs import Job, JobQuery, JobStatus, MalformedCursor
+from core.retention import ExpiredJob
 from core.urls import redact_url
 from producer import idempotency_header, openapi
 from producer.allow import AllowEveryMethodRoute
@@ -167,7 +168,7 @@ async def read_result(image_id: UUID, request: Request, services: ServicesDep, p
 
     A re-run of the job replaces its result, so caches must revalidate: ``no-cache`` with an ``ETag``.
     """
-    job = await _visible_job(services, principal, image_id)
+    job = _files_kept(await _visible_job(services, principal, image_id))
     if job.status is not JobStatus.DONE or job.result_key is None:
         return _problem(409, f"job {image_id} is {job.status.value}; its result is served once it is done")
     settings = services.settings
@@ -189,7 +190,7 @@ async def read_thumbnail(
     image_id: UUID, kind: ThumbnailKind, request: Request, services: ServicesDep, principal: Reader
 ) -> Response:
     """The worker's WEBP thumbnail (at most 256 px a side) of the job's source or result, stored with the result."""
-    job = await _visible_job(services, principal, image_id)
+    job = _files_kept(await _visible_job(services, principal, image_id))
     key = services.blobs.thumbnail_key(job.image_id, kind)
     missing = _not_stored(job, f"{kind.value} thumbnail")
     return await blob_response(request, services.blobs, key, media_type=THUMBNAIL_MEDIA_TYPE, missing=missing)
@@ -203,7 +204,7 @@ async def read_thumbnail(
 )
 async def read_original(image_id: UUID, request: Request, services: ServicesDep, principal: Reader) -> Response:
     """The uploaded image, or the one a worker downloaded for a URL job (stored once the job is done), as sent."""
-    job = await _visible_job(services, principal, image_id)
+    job = _files_kept(await _visible_job(services, principal, image_id))
     blobs = services.blobs
     # The upload's key is the job's own, never the row's blob_key: a forged event could have named another's.
     key = blobs.original_key(job.image_id) if job.blob_key is None else blobs.upload_key(job.image_id)
@@ -211,11 +212,29 @@ async def read_original(image_id: UUID, request: Request, services: ServicesDep,
 
 
 async def _visible_job(services: Services, principal: Principal, image_id: UUID) -> Job:
-    """The job, if the caller may see it; else 404 (another client's job is not there, as far as it knows)."""
+    """The job, if the caller may see it; else 404 (another client's job is not there, as far as it knows), or 410
+    when its row expired (to its owner only, by the same rule)."""
     job = await services.jobs.get(str(image_id))
-    if job is None or not principal.may_see(job.owner):
-        raise _not_found(image_id)
+    if job is not None and principal.may_see(job.owner):
+        return job
+    if job is None:  # only then: the tombstone look-up costs nothing on the way of a job that is there
+        expired = await services.retention.expired_job(str(image_id))
+        if expired is not None and principal.may_see(expired.owner):
+            raise _gone(expired)
+    raise _not_found(image_id)
+
+
+def _files_kept(job: Job) -> Job:
+    """The job, if its files are still kept; else 410 (they expired after ``RESULT_TTL``, the row is still there)."""
+    if job.files_expired_at is not None:
+        raise HTTPException(
+            410, f"the files of job {job.image_id} expired at {job.files_expired_at.isoformat()} (RESULT_TTL)"
+        )
     return job
+
+
+def _gone(expired: ExpiredJob) -> HTTPException:
+    return HTTPException(410, f"image job {expired.image_id} expired at {expired.expired_at.isoformat()} (JOB_TTL)")
 
 
 def _not_stored(job: Job, what: str) -> HTTPException:
@@ -250,7 +269,7 @@ def _result_path(image_id: str) -> str:
 def _view(job: Job) -> JobView:
     url = redact_url(job.source_url) if job.source_url else None
     source = JobSource(kind="url", url=url) if url else JobSource(kind="upload")
-    done = job.status is JobStatus.DONE
+    done = job.status is JobStatus.DONE and job.files_expired_at is None  # an expired job's files are not served
     base = _status_path(job.image_id)
     kafka = None
     if job.kafka_topic is not None and job.kafka_partition is not None and job.kafka_offset is not None:
@@ -275,5 +294,8 @@ def _view(job: Job) -> JobView:
         thumbnail_urls=ThumbnailUrls(
             source=f"{base}/thumbnails/source" if done else None, result=f"{base}/thumbnails/result" if done else None
         ),
-        original_url=f"{base}/original" if done or job.blob_key is not None else None,
+        original_url=f"{base}/original"
+        if done or (job.blob_key is not None and job.files_expired_at is None)
+        else None,
+        files_expired_at=job.files_expired_at,
     )

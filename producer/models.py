@@ -143,6 +143,11 @@ class JobView(BaseModel):
         description="Where the image the job started from is served at full size: an upload's at once, a URL's "
         "(as the worker downloaded it) once the job is done."
     )
+    files_expired_at: dt.datetime | None = Field(
+        default=None,
+        description="When the job's files (result, thumbnails, original) were deleted after `RESULT_TTL`: its URLs "
+        "are then null and those routes answer 410. The job itself is kept until `JOB_TTL`, then answers 410 too.",
+    )
 
 
 class JobList(BaseModel):

@@ -140,11 +140,21 @@ BATCH_RESPONSES: dict[int | str, dict[str, Any]] = {
         "headers": RETRY_AFTER,
     },
 }
-STATUS_RESPONSES: dict[int | str, dict[str, Any]] = {404: {"model": Problem}, 503: STORE_UNAVAILABLE}
+# Retention (README, "Retention"): a job past JOB_TTL is a tombstone, its files past RESULT_TTL are deleted.
+JOB_GONE: dict[str, Any] = {
+    "model": Problem,
+    "description": "The job expired (`JOB_TTL` after it finished): its row and files are deleted.",
+}
+FILES_GONE: dict[str, Any] = {
+    "model": Problem,
+    "description": "The job's files expired (`RESULT_TTL` after it finished), or the job itself did (`JOB_TTL`).",
+}
+STATUS_RESPONSES: dict[int | str, dict[str, Any]] = {404: {"model": Problem}, 410: JOB_GONE, 503: STORE_UNAVAILABLE}
 RESULT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/png": {}}, "description": "The processed image."},
     404: {"model": Problem},
     409: {"model": Problem, "description": "The job is not done (yet)."},
+    410: FILES_GONE,
     503: STORE_UNAVAILABLE,
 }
 LIST_RESPONSES: dict[int | str, dict[str, Any]] = {503: STORE_UNAVAILABLE}
@@ -158,6 +168,7 @@ CANCEL_RESPONSES: dict[int | str, dict[str, Any]] = {
         "is acked, at the latest by the worker that starts it): retry shortly.",
     },
     409: {"model": Problem, "description": "The job is processing, done or failed: only a queued job is cancelled."},
+    410: JOB_GONE,
     429: {"model": Problem, "description": "The API key is over its rate limit.", "headers": RETRY_AFTER},
     503: STORE_UNAVAILABLE,
 }
@@ -174,6 +185,7 @@ THUMBNAIL_RESPONSES: dict[int | str, dict[str, Any]] = {
     },
     404: {"model": Problem, "description": "No such job of yours, or it finished without thumbnails."},
     409: {"model": Problem, "description": "The job is not done (yet): its thumbnails are stored when it is."},
+    410: FILES_GONE,
     503: STORE_UNAVAILABLE,
 }
 ORIGINAL_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -185,5 +197,6 @@ ORIGINAL_RESPONSES: dict[int | str, dict[str, Any]] = {
     },
     404: {"model": Problem, "description": "No such job of yours, or it finished without its original kept."},
     409: {"model": Problem, "description": "A URL job not done (yet): the downloaded image is stored when it is."},
+    410: FILES_GONE,
     503: STORE_UNAVAILABLE,
 }

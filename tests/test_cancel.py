@@ -129,7 +129,7 @@ async def test_a_job_without_a_row_is_404_and_one_a_worker_wrote_first_is_409(
 async def test_openapi_documents_every_answer_of_a_cancel(api: httpx.AsyncClient) -> None:
     operation = (await api.get("/openapi.json")).json()["paths"]["/images/{image_id}"]["delete"]
 
-    assert set(operation["responses"]) == {"200", "401", "403", "404", "409", "422", "429", "503"}
+    assert set(operation["responses"]) == {"200", "401", "403", "404", "409", "410", "422", "429", "503"}
     assert operation["responses"]["200"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/JobView"
     }

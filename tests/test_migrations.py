@@ -19,7 +19,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
-from sqlalchemy import Column, Connection, DateTime, Integer, MetaData, String, Table, Text, select, text
+from sqlalchemy import Column, Connection, DateTime, Integer, MetaData, String, Table, Text, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.database import create_engine
@@ -200,6 +200,37 @@ async def test_kafka_coordinates_revision_goes_down_and_up_again_keeping_the_job
         None,
         None,
     )
+
+
+async def test_retention_revision_goes_down_and_up_again_keeping_the_jobs(engine: AsyncEngine) -> None:
+    await upgrade(engine)
+    store = JobStore(engine)
+    now = utc_now()
+    job = Job(
+        image_id=OLD_JOB,
+        status=JobStatus.DONE,
+        filter="blur",
+        source_url="https://example.com/a.png",
+        blob_key=None,
+        request_fingerprint=None,
+        requested_at=now,
+        updated_at=now,
+        finished_at=now,
+        files_expired_at=now,
+    )
+    await store.record_accepted(job)
+    assert await store.get(OLD_JOB) == job
+
+    await downgrade(engine, "0002")
+
+    async with engine.connect() as connection:
+        tables = await connection.run_sync(lambda sync: inspect(sync).get_table_names())
+        assert (await connection.execute(select(jobs_table.c.image_id))).scalars().all() == [OLD_JOB]
+    assert "expired_jobs" not in tables
+    assert "leases" not in tables
+    await upgrade(engine)
+    assert await schema_differences(engine) == []
+    assert await store.get(OLD_JOB) == dataclasses.replace(job, files_expired_at=None)
 
 
 async def test_concurrent_upgrades_on_postgresql_take_turns(postgres_url: str) -> None:

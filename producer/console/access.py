@@ -80,7 +80,14 @@ class ConsoleRoute(APIRoute):
         return handler
 
 
-_TITLES = {403: "Not allowed", 404: "Not found", 409: "Conflict", 429: "Too many requests", 503: "Unavailable"}
+_TITLES = {
+    403: "Not allowed",
+    404: "Not found",
+    409: "Conflict",
+    410: "Expired",
+    429: "Too many requests",
+    503: "Unavailable",
+}
 
 
 def error_page(request: Request, status_code: int, title: str, message: str) -> Response:

@@ -226,10 +226,17 @@ def _submit_page(request: Request, user: Principal, *, error: str | None, status
 
 
 async def _visible_job(request: Request, user: Principal, image_id: uuid.UUID) -> Job:
-    job = await get_services(request).jobs.get(str(image_id))
-    if job is None or not user.may_see(job.owner):
-        raise HTTPException(404, f"There is no job {image_id}, or it is not yours.")
-    return job
+    services = get_services(request)
+    job = await services.jobs.get(str(image_id))
+    if job is not None and user.may_see(job.owner):
+        return job
+    expired = await services.retention.expired_job(str(image_id)) if job is None else None
+    if expired is not None and user.may_see(expired.owner):  # the API's rule: only its owner learns it existed
+        raise HTTPException(
+            410,
+            f"Job {image_id} expired on {expired.expired_at:%Y-%m-%d %H:%M} UTC: its images and record are deleted.",
+        )
+    raise HTTPException(404, f"There is no job {image_id}, or it is not yours.")
 
 
 def _owner_scope(user: Principal) -> str | None:
@@ -239,7 +246,7 @@ def _owner_scope(user: Principal) -> str | None:
 def _row(job: Job) -> dict[str, object]:
     """What the templates show of a job, every value plain text (escaped by the template)."""
     base = f"/console/jobs/{job.image_id}"
-    done = job.status is JobStatus.DONE
+    done = job.status is JobStatus.DONE and job.files_expired_at is None  # expired files are not shown
     return {
         "id": job.image_id,
         "url": base,
@@ -256,6 +263,7 @@ def _row(job: Job) -> dict[str, object]:
         "executions": job.executions,
         "error": job.error,
         "kafka": _kafka(job),
+        "files_expired_at": job.files_expired_at,
         "source_thumbnail": f"{base}/thumbnails/source" if done else None,
         "result_thumbnail": f"{base}/thumbnails/result" if done else None,
         "original": f"{base}/original" if done else None,
