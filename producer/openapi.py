@@ -10,8 +10,9 @@ from typing import Any
 
 from core.blobs import THUMBNAIL_MEDIA_TYPE
 from core.imaging import ALLOWED_IMAGE_FORMATS, IMAGE_MEDIA_TYPES, UNKNOWN_MEDIA_TYPE
-from producer.models import BatchResult, CallbackTarget, ImageBatchRequest, ImageJobRequest, JobAccepted, Problem
+from producer.models import BatchResult, ImageBatchRequest, ImageJobRequest, JobAccepted, Problem
 from schemas import FilterName
+from schemas.events import MAX_URL_LENGTH
 
 
 def _inline_definitions(schema: dict[str, Any]) -> dict[str, Any]:
@@ -44,7 +45,10 @@ UPLOAD_SCHEMA: dict[str, Any] = {
         },
         "filter": {"type": "string", "enum": [name.value for name in FilterName]},
         "callback_url": {
-            **_inline_definitions(CallbackTarget.model_json_schema())["properties"]["callback_url"],
+            "type": "string",
+            "format": "uri",
+            "minLength": 1,
+            "maxLength": MAX_URL_LENGTH,
             "description": "Where to POST a signed JSON callback once the job is done or failed.",
         },
     },
