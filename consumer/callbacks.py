@@ -24,6 +24,7 @@ from collections.abc import Awaitable
 from typing import Final, TypeVar
 
 from aiokafka import ConsumerRecord
+from aiokafka.errors import KafkaError
 
 from consumer.callback_sender import CallbackSender, PostOutcome
 from consumer.errors import DependencyUnavailable, PermanentError, TransientError, UndecodableEvent, describe_error
@@ -193,7 +194,12 @@ class CallbackConsumer:
         self._engine = Worker(self._settings, delivery, metrics=WorkerMetrics(), worker_id=worker_id)
 
     async def run(self) -> None:
-        await ensure_topics(self._settings, [self._settings.images_topic, self._settings.dlq_topic])
+        """Consume until :meth:`stop`. A topic that cannot be created now is left to the outbox (which creates the
+        callbacks topic at its first append) or an administrator: the subscription picks it up once it exists."""
+        try:
+            await ensure_topics(self._settings, [self._settings.images_topic, self._settings.dlq_topic])
+        except (KafkaError, OSError) as exc:
+            logger.warning("could not create the callback topics yet (%s); consuming them once they exist", exc)
         await self._engine.run()
 
     def stop(self) -> None:

@@ -82,7 +82,7 @@ async def serve(settings: Settings) -> None:
     metrics = WorkerMetrics()
     async with _services(settings, metrics) as (handler, jobs):
         worker = Worker(settings, handler, metrics=metrics)
-        callbacks = CallbackConsumer(settings, jobs, metrics, worker_id=worker.worker_id)
+        callbacks = CallbackConsumer(settings, jobs, metrics, worker_id=f"{worker.worker_id}:callbacks")
         _install_signal_handlers(worker, callbacks)
         try:
             async with contextlib.AsyncExitStack() as stack:
