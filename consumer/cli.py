@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 
 from aiokafka.errors import KafkaError
 
+from consumer.callbacks import CallbackConsumer
 from consumer.handler import JobHandler
 from consumer.metrics import WorkerMetrics
 from consumer.probes import serve_probes
@@ -82,17 +83,38 @@ async def serve(settings: Settings) -> None:
     """Run one worker until SIGTERM/SIGINT."""
     limit_pixels(settings.max_image_pixels)
     metrics = WorkerMetrics()
-    async with _services(settings, metrics) as (handler, sweeper):
+    async with _services(settings, metrics) as (handler, jobs, sweeper):
         worker = Worker(settings, handler, metrics=metrics, sweeper=sweeper)
-        _install_signal_handlers(worker)
-        async with contextlib.AsyncExitStack() as stack:
-            if settings.metrics_port is not None:
-                await stack.enter_async_context(serve_probes(worker, settings.metrics_port, settings.metrics_host))
-            await worker.run()
+        callbacks = CallbackConsumer(settings, jobs, metrics, worker_id=f"{worker.worker_id}:callbacks")
+        _install_signal_handlers(worker, callbacks)
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                if settings.metrics_port is not None:
+                    await stack.enter_async_context(serve_probes(worker, settings.metrics_port, settings.metrics_host))
+                await run_side_by_side(worker, callbacks)
+        finally:
+            await callbacks.aclose()
+
+
+async def run_side_by_side(worker: Worker, callbacks: CallbackConsumer) -> None:
+    """Run the image lane and the callback consumer as two tasks; when one ends (stopped, or failed), stop the
+    other too, so the process never lives on with half of its work."""
+    tasks = [asyncio.create_task(worker.run(), name="images"), asyncio.create_task(callbacks.run(), name="callbacks")]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        worker.stop()
+        callbacks.stop()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 @contextlib.asynccontextmanager
-async def _services(settings: Settings, metrics: WorkerMetrics) -> AsyncIterator[tuple[JobHandler, RetentionSweeper]]:
+async def _services(
+    settings: Settings, metrics: WorkerMetrics
+) -> AsyncIterator[tuple[JobHandler, JobStore, RetentionSweeper]]:
     jobs = JobStore.from_url(settings.database_url)
     try:
         try:
@@ -106,7 +128,7 @@ async def _services(settings: Settings, metrics: WorkerMetrics) -> AsyncIterator
         blobs = open_blob_store(settings)
         handler = JobHandler(settings, jobs, blobs, metrics=metrics)
         try:
-            yield handler, RetentionSweeper(settings, jobs, blobs, metrics)
+            yield handler, jobs, RetentionSweeper(settings, jobs, blobs, metrics)
         finally:
             await handler.aclose()
     finally:
@@ -133,7 +155,7 @@ async def _ensure_topics_when_reachable(settings: Settings) -> None:
             return
 
 
-def _install_signal_handlers(worker: Worker) -> None:
+def _install_signal_handlers(worker: Worker, callbacks: CallbackConsumer) -> None:
     loop = asyncio.get_running_loop()
     received = 0
 
@@ -145,6 +167,7 @@ def _install_signal_handlers(worker: Worker) -> None:
             os._exit(EXIT_ON_SECOND_SIGNAL)
         logger.info("%s: finishing running jobs, then leaving the group", signal.Signals(signum).name)
         worker.stop()
+        callbacks.stop()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)

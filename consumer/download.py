@@ -159,14 +159,14 @@ class ImageDownloader:
 
     async def _get_once(self, url: str) -> tuple[bytes | None, str | None]:
         """One request: the body, or the redirect target (``Location``) to go to next."""
-        scheme, host, port, target = _parse(url)
+        scheme, host, port, target = split_url(url)
         addresses = await self._checked_addresses(url, host, port)
-        host_header = _netloc(_ascii_host(host), port, scheme)
-        extensions = {"sni_hostname": _ascii_host(host)} if scheme == "https" else {}
+        host_header = netloc(ascii_host(host), port, scheme)
+        extensions = {"sni_hostname": ascii_host(host)} if scheme == "https" else {}
         headers = {"Host": host_header, "Accept": "image/*", "Accept-Encoding": "identity"}
         last_error: httpx.ConnectError | None = None
         for address in addresses:
-            request_url = f"{scheme}://{_netloc(_url_host(address), port, scheme)}{target}"
+            request_url = f"{scheme}://{netloc(url_host(address), port, scheme)}{target}"
             try:
                 return await self._stream(url, request_url, headers, extensions)
             except httpx.ConnectError as exc:
@@ -179,22 +179,7 @@ class ImageDownloader:
         raise DownloadNetworkError(f"cannot connect to {display_url(url)}: {describe(last_error)}") from last_error
 
     async def _checked_addresses(self, url: str, host: str, port: int) -> list[IPAddress]:
-        try:
-            resolved = await self._resolve(_ascii_host(host), port)
-        except (OSError, UnicodeError) as exc:
-            raise DownloadNetworkError(f"cannot resolve the host of {display_url(url)}: {exc}") from exc
-        addresses: list[IPAddress] = []
-        for text in resolved:
-            address = ipaddress.ip_address(text)
-            if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-                address = address.ipv4_mapped
-            if not self._allow_private and not is_public_address(address):
-                raise BlockedUrl(f"{display_url(url)} is blocked: {host} resolves to non-public address {address}")
-            if address not in addresses:
-                addresses.append(address)
-        if not addresses:
-            raise DownloadNetworkError(f"the host of {display_url(url)} resolved to no address")
-        return addresses
+        return await checked_addresses(url, host, port, resolve=self._resolve, allow_private=self._allow_private)
 
     async def _stream(
         self, url: str, request_url: str, headers: dict[str, str], extensions: dict[str, str]
@@ -235,8 +220,32 @@ class ImageDownloader:
         return b"".join(chunks)
 
 
-def _parse(url: str) -> tuple[str, str, int, str]:
-    """Scheme, host, port and path+query of ``url``; anything but http(s) with a host is refused."""
+async def checked_addresses(
+    url: str, host: str, port: int, *, resolve: Resolver, allow_private: bool
+) -> list[IPAddress]:
+    """Every address ``host`` resolves to, each checked to be public (unless ``allow_private``): what to connect
+    to, so that no second DNS answer is ever used. Raises :class:`BlockedUrl` or :class:`DownloadNetworkError`.
+    """
+    try:
+        resolved = await resolve(ascii_host(host), port)
+    except (OSError, UnicodeError) as exc:
+        raise DownloadNetworkError(f"cannot resolve the host of {display_url(url)}: {exc}") from exc
+    addresses: list[IPAddress] = []
+    for text in resolved:
+        address = ipaddress.ip_address(text)
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if not allow_private and not is_public_address(address):
+            raise BlockedUrl(f"{display_url(url)} is blocked: {host} resolves to non-public address {address}")
+        if address not in addresses:
+            addresses.append(address)
+    if not addresses:
+        raise DownloadNetworkError(f"the host of {display_url(url)} resolved to no address")
+    return addresses
+
+
+def split_url(url: str) -> tuple[str, str, int, str]:
+    """Scheme, host, port and path+query of ``url``; anything but http(s) with a host is :class:`InvalidUrl`."""
     try:
         parts = urllib.parse.urlsplit(url)
         port = parts.port
@@ -253,18 +262,18 @@ def _parse(url: str) -> tuple[str, str, int, str]:
     return scheme, parts.hostname, port or _DEFAULT_PORTS[scheme], target
 
 
-def _ascii_host(host: str) -> str:
+def ascii_host(host: str) -> str:
     try:
         return host.encode("idna").decode("ascii")
     except UnicodeError as exc:
         raise InvalidUrl(f"host {host!r} is not a valid domain name") from exc
 
 
-def _url_host(address: IPAddress) -> str:
+def url_host(address: IPAddress) -> str:
     return f"[{address}]" if isinstance(address, ipaddress.IPv6Address) else str(address)
 
 
-def _netloc(host: str, port: int, scheme: str) -> str:
+def netloc(host: str, port: int, scheme: str) -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return host if port == _DEFAULT_PORTS[scheme] else f"{host}:{port}"

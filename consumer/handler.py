@@ -7,6 +7,10 @@ before that transaction may run twice and is made harmless: the keys of the resu
 downloaded original are deterministic, so a re-run overwrites the same blobs with the same bytes (an original
 fetched again may differ, as the URL's image may have; the job keeps the one its result was made from).
 
+A job that asked for a completion callback gets its callback record appended (:mod:`consumer.callback_outbox`)
+once it is finished, done here or failed in :meth:`JobHandler.record_failure`; a redelivery of a finished job's
+event appends it again (the first append may have been lost with a crash), which the callback consumer dedups.
+
 Failures are raised as :class:`TransientError` (retry), :class:`DependencyUnavailable` (retry until the database
 or blob store answers) or :class:`PermanentError` (dead-letter); the engine picks between them without looking
 at messages.
@@ -25,6 +29,7 @@ from typing import TypeVar
 import aiokafka
 
 from consumer.budget import DecodeBudget
+from consumer.callback_outbox import CallbackOutbox
 from consumer.download import ImageDownloader
 from consumer.errors import (
     DependencyUnavailable,
@@ -49,6 +54,7 @@ from schemas import (
     DecodedEvent,
     ErrorCode,
     EventDecodeError,
+    ImageProcessV3,
     UnsupportedEventVersion,
     UrlSource,
     decode_event,
@@ -94,6 +100,7 @@ class JobHandler:
         downloader: ImageDownloader | None = None,
         executor: concurrent.futures.Executor | None = None,
         metrics: WorkerMetrics | None = None,
+        outbox: CallbackOutbox | None = None,
     ) -> None:
         self._settings = settings
         self._jobs = jobs
@@ -102,15 +109,19 @@ class JobHandler:
         self._budget = DecodeBudget(settings.decode_budget_mib * 2**20)
         self._owns_downloader = downloader is None
         self._downloader = downloader or ImageDownloader(settings)
+        self._owns_outbox = outbox is None
+        self._outbox = outbox or CallbackOutbox(settings)
         self._owns_executor = executor is None
         self._executor = executor or concurrent.futures.ThreadPoolExecutor(
             max_workers=settings.worker_concurrency, thread_name_prefix="image-filter"
         )
 
     async def aclose(self) -> None:
-        """Close the downloader and shut down the executor, if this handler created them."""
+        """Close the downloader and the callback outbox and shut down the executor, if this handler created them."""
         if self._owns_downloader:
             await self._downloader.aclose()
+        if self._owns_outbox:
+            await self._outbox.aclose()
         if self._owns_executor:
             # Waiting would block the loop; running tasks finish on their own, queued ones are dropped.
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -134,6 +145,7 @@ class JobHandler:
         started = await _database(self._jobs.mark_processing(job, event_id=event_id))
         if started is None:
             logger.info("Skipping event %s: already processed (%s)", event_id, coordinates(record))
+            await self._append_callback(event)
             return Outcome.SKIPPED_DUPLICATE
         if isinstance(started, Cancelled):  # nothing fetched or read: the job's image is never touched
             logger.info("Skipping job %s: cancelled before it started (%s)", event.image_id, coordinates(record))
@@ -165,7 +177,9 @@ class JobHandler:
             completed = await _database(self._jobs.complete(done, event_id=event_id))
         if not completed:
             logger.info("Skipping event %s: a duplicate finished first (%s)", event_id, coordinates(record))
+            await self._append_callback(event)
             return Outcome.SKIPPED_DUPLICATE
+        await self._append_callback(event)
         logger.info(
             "Processing image %s with filter %s... Done (%s)",
             _source_name(event),
@@ -189,6 +203,16 @@ class JobHandler:
         failed = Job.from_event(event, JobStatus.FAILED, attempts=attempts, now=now)
         failed = dataclasses.replace(failed, finished_at=now, error=describe_error(error))
         await _database(self._jobs.mark_failed(failed))
+        await self._append_callback(event)
+
+    async def _append_callback(self, event: DecodedEvent) -> None:
+        """Append the callback of the event's job if it asked for one and is finished, as the database has it (a
+        failure recorded after a duplicate finished the job done leaves it done, and done is what is called back)."""
+        if not isinstance(event, ImageProcessV3) or event.callback_url is None:
+            return
+        job = await _database(self._jobs.get(str(event.image_id)))
+        if job is not None and job.status in (JobStatus.DONE, JobStatus.FAILED):
+            await self._outbox.append(job)
 
     async def _store(self, event: DecodedEvent, data: bytes, rendering: Rendering) -> str:
         """Store the result, both thumbnails and a URL job's original, at once; returns the result's key.

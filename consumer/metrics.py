@@ -67,6 +67,20 @@ class WorkerMetrics:
             "Retention sweeps this worker ran (only the worker holding the retention lease sweeps).",
             registry=self.registry,
         )
+        # Completion callbacks (consumer/callbacks.py): each POST that failed, each callback delivered or given up on.
+        self.callbacks_delivered = Counter(
+            "image_worker_callbacks_delivered", "Completion callbacks answered 2xx.", registry=self.registry
+        )
+        self.callback_failed_attempts = Counter(
+            "image_worker_callback_failed_attempts",
+            "Completion callback POSTs that got no 2xx answer (retried unless it was the last).",
+            registry=self.registry,
+        )
+        self.callbacks_given_up = Counter(
+            "image_worker_callbacks_given_up",
+            "Completion callbacks given up on: CALLBACK_MAX_ATTEMPTS failed, or a URL no longer allowed.",
+            registry=self.registry,
+        )
         self._outcome_counters: dict[str, Counter] = {}
 
     def record_finished(self, outcome: str, seconds: float) -> None:

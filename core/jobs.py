@@ -42,10 +42,18 @@ from core.job_listing import JobQuery as JobQuery
 from core.job_listing import MalformedCursor as MalformedCursor
 from core.sqlite_lane import CompiledRead, CompiledWrite, SqliteLane, is_sqlite_file
 from core.tables import expired_jobs_table, jobs_table, processed_events_table
-from schemas import BlobSource, DecodedEvent, ImageProcessV2, UrlSource
+from schemas import BlobSource, DecodedEvent, ImageProcessV2, ImageProcessV3, UrlSource
 
 # What the API writes over a row a worker created first: how the job was requested.
-_REQUEST_COLUMNS = ("filter", "source_url", "blob_key", "request_fingerprint", "requested_at", "owner")
+_REQUEST_COLUMNS = (
+    "filter",
+    "source_url",
+    "blob_key",
+    "request_fingerprint",
+    "requested_at",
+    "owner",
+    "callback_url",
+)
 # What a worker writes about a job, per state. request_fingerprint and the request's description are the API's.
 # The Kafka coordinates are the record it last started from: a redelivery or a redrive replaces them.
 _PROCESSING_COLUMNS = (
@@ -99,6 +107,7 @@ class Job:
     kafka_offset: int | None = None
     # When the retention sweep deleted the job's files (RESULT_TTL); None while they are kept.
     files_expired_at: dt.datetime | None = None
+    callback_url: str | None = None  # POSTed a signed callback once the job is done or failed
 
     @classmethod
     def from_event(
@@ -119,10 +128,17 @@ class Job:
             blob_key=source.key if isinstance(source, BlobSource) else None,
             request_fingerprint=event.request_fingerprint if isinstance(event, ImageProcessV2) else None,
             owner=event.owner if isinstance(event, ImageProcessV2) else None,
+            callback_url=_callback_url(event),
             requested_at=event.requested_at,
             updated_at=now,
             attempts=attempts,
         )
+
+
+def _callback_url(event: DecodedEvent) -> str | None:
+    if isinstance(event, ImageProcessV3) and event.callback_url is not None:
+        return str(event.callback_url)
+    return None
 
 
 def utc_now() -> dt.datetime:
@@ -428,6 +444,7 @@ def _job_values(job: Job) -> dict[str, Any]:
         "kafka_partition": job.kafka_partition,
         "kafka_offset": job.kafka_offset,
         "files_expired_at": job.files_expired_at,
+        "callback_url": job.callback_url,
     }
 
 
@@ -456,4 +473,5 @@ def _job_from_row(row: Any) -> Job:
         kafka_partition=row["kafka_partition"],
         kafka_offset=row["kafka_offset"],
         files_expired_at=_as_utc(row["files_expired_at"]),
+        callback_url=row["callback_url"],
     )

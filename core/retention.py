@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from core.jobs import JobStatus
-from core.tables import expired_jobs_table, jobs_table, processed_events_table
+from core.tables import callback_attempts_table, expired_jobs_table, jobs_table, processed_events_table
 
 FINAL_STATUSES = (JobStatus.DONE.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value)
 
@@ -79,8 +79,8 @@ class RetentionStore:
 
     async def expire_rows(self, finished_before: dt.datetime, now: dt.datetime, limit: int) -> list[str]:
         """Delete up to ``limit`` rows of jobs finished before ``finished_before`` whose files are gone, with their
-        processed-id rows, leaving a tombstone of each; returns their ids. One transaction: a job is either still
-        there or a tombstone, never neither."""
+        processed-id rows and callback attempts, leaving a tombstone of each; returns their ids. One transaction: a
+        job is either still there or a tombstone, never neither."""
         due = (
             select(jobs_table.c.image_id)
             .where(
@@ -102,6 +102,7 @@ class RetentionStore:
                 return []
             ids = [row.image_id for row in removed]
             await connection.execute(delete(processed_events_table).where(processed_events_table.c.image_id.in_(ids)))
+            await connection.execute(delete(callback_attempts_table).where(callback_attempts_table.c.image_id.in_(ids)))
             tombstones = [{"image_id": row.image_id, "owner": row.owner, "expired_at": now} for row in removed]
             await connection.execute(self._insert_tombstones(), tombstones)
         return ids

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     )
     images_topic: str = Field(default="images", min_length=1, description="Main topic of image_process events.")
     dlq_topic: str = Field(default="images.dlq", min_length=1, description="Dead-letter topic.")
+    callbacks_topic: str = Field(
+        default="images.callbacks",
+        min_length=1,
+        description="Topic of job_callback records (completion callbacks waiting to be delivered).",
+    )
     topic_partitions: int = Field(default=6, ge=1, description="Partitions of the main topic when created.")
     topic_replication_factor: int = Field(default=1, ge=1, description="Replication factor of created topics.")
     consumer_group: str = Field(default="image-workers", min_length=1, description="Workers' consumer group.")
@@ -189,6 +194,23 @@ class Settings(BaseSettings):
     )
     retention_batch_size: int = Field(
         default=500, ge=1, le=10_000, description="Jobs one retention step handles per sweep: bounded work per pass."
+    )
+
+    # Completion callbacks (signed webhooks): see consumer/callbacks.py.
+    callback_max_attempts: int = Field(
+        default=5, ge=1, le=100, description="Most POSTs of one callback before it is given up on."
+    )
+    callback_backoff_s: PositiveSeconds = Field(
+        default=1.0, description="First wait after a failed callback POST; doubles per attempt, with jitter."
+    )
+    callback_backoff_max_s: PositiveSeconds = Field(default=300.0, description="Longest wait between callback POSTs.")
+    callback_timeout_s: PositiveSeconds = Field(
+        default=10.0, description="Total deadline of one callback POST (connect, send, answer)."
+    )
+    callback_secret: SecretStr | None = Field(
+        default=None,
+        description="Signing secret of the callbacks of jobs submitted with AUTH_DISABLED (each API key has its "
+        "own otherwise); unset: such jobs cannot ask for a callback.",
     )
 
     # image-api and image-worker (uvicorn's lines too): see core/logs.py.

@@ -9,7 +9,7 @@ These definitions are what the code reads and writes; the database gets them thr
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, DateTime, Index, Integer, MetaData, String, Table, Text
 
 metadata = MetaData()
 
@@ -39,6 +39,7 @@ jobs_table = Table(
     Column("kafka_offset", BigInteger, nullable=True),
     # When the retention sweep deleted the finished job's files (RESULT_TTL); the row stays until JOB_TTL.
     Column("files_expired_at", DateTime(timezone=True), nullable=True),
+    Column("callback_url", Text, nullable=True),  # where to POST a signed callback once the job is done or failed
     # Listing newest first, keyset-paginated by (requested_at, image_id); with a status filter; jobs finished per
     # second (only finished jobs have finished_at).
     Index("ix_jobs_requested_at_image_id", "requested_at", "image_id"),
@@ -77,6 +78,24 @@ api_keys_table = Table(
     Column("roles", String(64), nullable=False),  # comma-separated
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
+    # Signs the key's completion callbacks (HMAC needs the secret itself, so it is stored as it is, unlike the key).
+    Column("callback_secret", String(128), nullable=True),
+)
+
+# Every POST of a completion callback, delivered or not: what GET /images/{id} shows, and how the callback
+# consumer knows a delivery is done (a redelivered record is skipped) or has used up its attempts.
+callback_attempts_table = Table(
+    "callback_attempts",
+    metadata,
+    Column("delivery_id", String(36), primary_key=True),
+    Column("attempt", Integer, primary_key=True),  # from 1, counted across redeliveries of the record
+    Column("image_id", String(36), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("attempted_at", DateTime(timezone=True), nullable=False),
+    Column("status_code", Integer, nullable=True),  # none when no answer came
+    Column("error", Text, nullable=True),
+    Column("delivered", Boolean, nullable=False),
+    Index("ix_callback_attempts_image_id", "image_id"),
 )
 
 # One row per lease (core/leases.py): who holds it and until when. The retention sweep runs only in its holder.

@@ -142,7 +142,9 @@ def fail(description: str) -> None:
 
 
 def trace_headers() -> Headers:
-    """The current span's context as record headers (``traceparent``, ``tracestate`` if any)."""
+    """The current span's context as record headers (``traceparent``, ``tracestate`` if any); none when off."""
+    if not enabled():
+        return []
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     return [(name, value.encode()) for name, value in carrier.items() if name in _TRACE_HEADERS]

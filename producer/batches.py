@@ -24,6 +24,7 @@ from producer import idempotency_header, openapi
 from producer.allow import AllowEveryMethodRoute
 from producer.auth import require
 from producer.body import bounded_json
+from producer.callback_rules import unsignable_callback
 from producer.deps import get_services
 from producer.metrics import Refusal
 from producer.models import (
@@ -76,7 +77,7 @@ async def submit_batch(request: Request) -> JSONResponse:
         ) from exc
 
     context = {ALLOW_PRIVATE_URLS_CONTEXT: services.settings.allow_private_urls}
-    valid: list[tuple[int, str, FilterName]] = []
+    valid: list[tuple[int, str, FilterName, str | None]] = []
     answers: dict[int, BatchItemAccepted | BatchItemRejected] = {}
     for index, item in enumerate(batch.jobs):
         try:
@@ -84,12 +85,21 @@ async def submit_batch(request: Request) -> JSONResponse:
         except ValidationError as exc:
             answers[index] = BatchItemRejected(index=index, error=_item_error(index, exc.errors(include_input=False)))
         else:
-            valid.append((index, str(job.url), job.filter))
+            callback_url = None if job.callback_url is None else str(job.callback_url)
+            location = ("body", "jobs", index, "callback_url")
+            refusal = None
+            if callback_url is not None:
+                refusal = unsignable_callback(services.settings, principal.key_id, location)
+            if refusal is not None:
+                answers[index] = BatchItemRejected(index=index, error=ItemError(**refusal))
+            else:
+                valid.append((index, str(job.url), job.filter, callback_url))
 
     if valid:
         try:
             jobs = await services.intake.submit_urls(
-                [(url, image_filter) for _, url, image_filter in valid], owner=principal.key_id
+                [(url, image_filter, callback_url) for _, url, image_filter, callback_url in valid],
+                owner=principal.key_id,
             )
         except BrokerUnavailable:
             services.metrics.refused(Refusal.BROKER_UNAVAILABLE)
@@ -100,7 +110,7 @@ async def submit_batch(request: Request) -> JSONResponse:
                 status_code=503,
                 headers={"Retry-After": str(retry_after_s)},
             )
-        for (index, _, _), accepted in zip(valid, jobs, strict=True):
+        for (index, *_), accepted in zip(valid, jobs, strict=True):
             answers[index] = BatchItemAccepted(
                 index=index, id=accepted.image_id, status=accepted.status, status_url=f"/images/{accepted.image_id}"
             )

@@ -1,6 +1,7 @@
 """Reading a ``POST /images`` body in either of its two forms, within a size limit.
 
-The route accepts JSON (``{"url", "filter"}``) and multipart uploads (``file``, ``filter``) on one path, so it
+The route accepts JSON (``{"url", "filter", "callback_url"}``) and multipart uploads (``file``, ``filter``,
+``callback_url``) on one path, so it
 reads the body itself: at most a bounded number of bytes are ever read, whatever the client claims in
 ``Content-Length``, an upload is spooled to a file rather than held in memory, and every problem becomes a 422
 that names the field.
@@ -24,12 +25,12 @@ from starlette.types import Message, Receive
 from core.imaging import UnsupportedImage, open_image
 from producer.deps import get_services
 from producer.intake import Upload
-from producer.models import ALLOW_PRIVATE_URLS_CONTEXT, ImageJobRequest
+from producer.models import ALLOW_PRIVATE_URLS_CONTEXT, CallbackTarget, ImageJobRequest
 from schemas import FilterName
 
 MAX_JSON_BYTES = 16 * 1024
 MULTIPART_OVERHEAD_BYTES = 16 * 1024
-MULTIPART_FIELDS = frozenset({"file", "filter"})
+MULTIPART_FIELDS = frozenset({"file", "filter", "callback_url"})
 DIGEST_CHUNK_BYTES = 256 * 1024
 
 
@@ -51,9 +52,14 @@ def reject(field: str, message: str, error_type: str = "value_error") -> NoRetur
     raise RequestValidationError([{"type": error_type, "loc": location, "msg": message}])
 
 
+JobRequest = tuple[str | Upload, FilterName, str | None]
+"""A job's source (URL or upload), filter and callback URL (None: no callback)."""
+
+
 @contextlib.asynccontextmanager
-async def job_request(request: Request, max_upload_bytes: int) -> AsyncIterator[tuple[str | Upload, FilterName]]:
-    """The job's source (URL or upload) and filter for the block, or a 422/415 explaining what is wrong.
+async def job_request(request: Request, max_upload_bytes: int) -> AsyncIterator[JobRequest]:
+    """The job's source (URL or upload), filter and callback URL for the block, or a 422/415 explaining what is
+    wrong.
 
     An upload is a spooled file (on disk past 1 MiB), open until the block ends: the intake copies it into the
     store from there, so an upload is never held in memory whole.
@@ -115,7 +121,7 @@ async def bounded_json(request: Request, limit_bytes: int) -> bytes:
         reject("", f"JSON body is larger than {limit_bytes} bytes", "too_large")
 
 
-async def _read_json(request: Request) -> tuple[str, FilterName]:
+async def _read_json(request: Request) -> JobRequest:
     body = await bounded_json(request, MAX_JSON_BYTES)
     try:
         allow_private = get_services(request).settings.allow_private_urls
@@ -124,11 +130,11 @@ async def _read_json(request: Request) -> tuple[str, FilterName]:
         raise RequestValidationError(
             [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_input=False)]
         ) from exc
-    return str(job.url), job.filter
+    return str(job.url), job.filter, None if job.callback_url is None else str(job.callback_url)
 
 
 @contextlib.asynccontextmanager
-async def _multipart(request: Request, max_upload_bytes: int) -> AsyncIterator[tuple[Upload, FilterName]]:
+async def _multipart(request: Request, max_upload_bytes: int) -> AsyncIterator[JobRequest]:
     async with bounded_form(request, max_upload_bytes, max_fields=4) as form:
         image_filter = form_filter(form.get("filter"))
         upload = form.get("file")
@@ -137,7 +143,25 @@ async def _multipart(request: Request, max_upload_bytes: int) -> AsyncIterator[t
         for name in form:
             if name not in MULTIPART_FIELDS:
                 reject(name, "Extra inputs are not permitted", "extra_forbidden")
-        yield await checked_upload(upload, max_upload_bytes), image_filter
+        callback_url = form_callback_url(form.get("callback_url"), get_services(request).settings.allow_private_urls)
+        yield await checked_upload(upload, max_upload_bytes), image_filter, callback_url
+
+
+def form_callback_url(value: Any, allow_private_urls: bool) -> str | None:
+    """A multipart ``callback_url`` field checked as the JSON field is (None when absent)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        reject("callback_url", "Input should be a valid URL, not a file", "url_type")
+    try:
+        target = CallbackTarget.model_validate(
+            {"callback_url": value}, context={ALLOW_PRIVATE_URLS_CONTEXT: allow_private_urls}
+        )
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_input=False)]
+        ) from exc
+    return None if target.callback_url is None else str(target.callback_url)
 
 
 async def checked_upload(upload: UploadFile, max_upload_bytes: int) -> Upload:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -13,6 +14,7 @@ from pydantic import AwareDatetime, BeforeValidator
 
 from core.api_keys import Role
 from core.blobs import THUMBNAIL_MEDIA_TYPE, ThumbnailKind
+from core.callback_attempts import CallbackAttempt, CallbackAttempts
 from core.job_listing import CURSOR_PATTERN, MAX_PAGE_SIZE
 from core.jobs import Job, JobQuery, JobStatus, MalformedCursor
 from core.retention import ExpiredJob
@@ -22,10 +24,20 @@ from producer.allow import AllowEveryMethodRoute
 from producer.auth import Principal, Reader, Submitter, require
 from producer.blob_responses import blob_response
 from producer.body import UnsupportedMediaType, UploadsBusy, job_request
+from producer.callback_rules import unsignable_callback
 from producer.deps import Services, ServicesDep, get_services
 from producer.intake import IdempotencyKeyReused
 from producer.metrics import Refusal
-from producer.models import JobAccepted, JobList, JobSource, JobView, KafkaCoordinates, ThumbnailUrls
+from producer.models import (
+    CallbackAttemptView,
+    CallbackView,
+    JobAccepted,
+    JobList,
+    JobSource,
+    JobView,
+    KafkaCoordinates,
+    ThumbnailUrls,
+)
 from producer.publisher import BrokerUnavailable
 from schemas import FilterName
 
@@ -57,8 +69,14 @@ async def submit_image(request: Request) -> JSONResponse:
     services = get_services(request)
     idempotency_key = idempotency_header.idempotency_key(request)
     try:
-        async with job_request(request, services.settings.max_upload_bytes) as (source, image_filter):
-            acceptance = await services.intake.submit(source, image_filter, idempotency_key, owner=principal.key_id)
+        async with job_request(request, services.settings.max_upload_bytes) as (source, image_filter, callback_url):
+            if callback_url is not None:
+                refusal = unsignable_callback(services.settings, principal.key_id, ("body", "callback_url"))
+                if refusal is not None:
+                    raise RequestValidationError([refusal])
+            acceptance = await services.intake.submit(
+                source, image_filter, idempotency_key, owner=principal.key_id, callback_url=callback_url
+            )
     except UnsupportedMediaType as exc:
         return _problem(415, str(exc))
     except UploadsBusy as exc:
@@ -125,12 +143,14 @@ async def list_jobs(
         page = await services.jobs.list_jobs(query, cursor=cursor, limit=limit)
     except MalformedCursor as exc:
         raise RequestValidationError([{"type": "value_error", "loc": ("query", "cursor"), "msg": str(exc)}]) from None
-    return JobList(items=[_view(job) for job in page.jobs], next_cursor=page.next_cursor)
+    return JobList(items=await _views(services, page.jobs), next_cursor=page.next_cursor)
 
 
 @router.get("/{image_id}", responses=openapi.STATUS_RESPONSES, summary="Read a job's status")
 async def read_status(image_id: UUID, services: ServicesDep, principal: Reader) -> JobView:
-    return _view(await _visible_job(services, principal, image_id))
+    """The job's status; with its completion callback's attempts when it asked for one."""
+    [view] = await _views(services, [await _visible_job(services, principal, image_id)])
+    return view
 
 
 @router.delete("/{image_id}", responses=openapi.CANCEL_RESPONSES, summary="Cancel a queued job")
@@ -141,7 +161,8 @@ async def cancel_job(image_id: UUID, services: ServicesDep, principal: Submitter
     finishes. Cancelling a cancelled job answers 200 again. The database decides a race with a worker
     (:meth:`core.jobs.JobStore.cancel`).
     """
-    return _view(await cancelled_job(services, principal, image_id))
+    [view] = await _views(services, [await cancelled_job(services, principal, image_id)])
+    return view
 
 
 async def cancelled_job(services: Services, principal: Principal, image_id: UUID) -> Job:
@@ -266,7 +287,32 @@ def _result_path(image_id: str) -> str:
     return f"/images/{image_id}/result"
 
 
-def _view(job: Job) -> JobView:
+async def _views(services: Services, jobs: Sequence[Job]) -> list[JobView]:
+    """The jobs' views, their callbacks' attempts read with one statement."""
+    with_callbacks = [job.image_id for job in jobs if job.callback_url is not None]
+    attempts = await CallbackAttempts(services.jobs.engine).of_images(with_callbacks)
+    return [_view(job, attempts.get(job.image_id, [])) for job in jobs]
+
+
+def _callback_view(url: str, attempts: list[CallbackAttempt]) -> CallbackView:
+    delivered = [attempt.attempted_at for attempt in attempts if attempt.delivered]
+    return CallbackView(
+        url=redact_url(url),
+        attempts=[
+            CallbackAttemptView(
+                attempt=attempt.attempt,
+                attempted_at=attempt.attempted_at,
+                status_code=attempt.status_code,
+                error=attempt.error,
+                delivered=attempt.delivered,
+            )
+            for attempt in attempts
+        ],
+        delivered_at=delivered[0] if delivered else None,
+    )
+
+
+def _view(job: Job, callback_attempts: list[CallbackAttempt]) -> JobView:
     url = redact_url(job.source_url) if job.source_url else None
     source = JobSource(kind="url", url=url) if url else JobSource(kind="upload")
     done = job.status is JobStatus.DONE and job.files_expired_at is None  # an expired job's files are not served
@@ -298,4 +344,5 @@ def _view(job: Job) -> JobView:
         if done or (job.blob_key is not None and job.files_expired_at is None)
         else None,
         files_expired_at=job.files_expired_at,
+        callback=None if job.callback_url is None else _callback_view(job.callback_url, callback_attempts),
     )

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from pydantic import HttpUrl, TypeAdapter
 from sqlalchemy.exc import SQLAlchemyError
 
 from core import tracing
@@ -33,6 +34,7 @@ from producer.job_rows import AcceptedRows
 from producer.metrics import ApiMetrics
 from producer.publisher import BrokerUnavailable, EventPublisher, OutcomeUnknown, Record
 from schemas import BlobSource, FilterName, ImageProcessEvent, UrlSource, encode_event, event_headers
+from schemas.events import EncodedImageUrl
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +103,7 @@ class JobIntake:
         idempotency_key: str | None = None,
         *,
         owner: str | None = None,
+        callback_url: str | None = None,
     ) -> Acceptance:
         """Accept one job for API key ``owner``; raises ``BrokerUnavailable`` (answer 503) or
         ``IdempotencyKeyReused`` (answer 409).
@@ -109,7 +112,7 @@ class JobIntake:
         compute the id of another client's job from a guessable Idempotency-Key, nor claim that key first.
         """
         deadline = time.monotonic() + self._settings.send_timeout_s
-        fingerprint = _fingerprint(source, image_filter)
+        fingerprint = _fingerprint(source, image_filter, callback_url)
         if idempotency_key is None:
             image_id, event_id = uuid.uuid4(), uuid.uuid4()
         else:
@@ -141,6 +144,7 @@ class JobIntake:
             requested_at=now,
             request_fingerprint=fingerprint,
             owner=owner,
+            callback_url=_callback_url(callback_url),
         )
         topic, key = self._settings.images_topic, str(image_id).encode()
         try:
@@ -164,9 +168,11 @@ class JobIntake:
             logger.info("job %s accepted; its row is still being written", image_id)
         return Acceptance(job, replayed=False)
 
-    async def submit_urls(self, requests: Sequence[tuple[str, FilterName]], *, owner: str | None = None) -> list[Job]:
-        """Accept one URL job per ``(url, filter)`` for API key ``owner``, all in one transaction: every job is
-        accepted, or ``BrokerUnavailable`` is raised (answer 503) and none will ever be processed."""
+    async def submit_urls(
+        self, requests: Sequence[tuple[str, FilterName, str | None]], *, owner: str | None = None
+    ) -> list[Job]:
+        """Accept one URL job per ``(url, filter, callback_url)`` for API key ``owner``, all in one transaction:
+        every job is accepted, or ``BrokerUnavailable`` is raised (answer 503) and none will ever be processed."""
         deadline = time.monotonic() + self._settings.send_timeout_s
         now = utc_now()
         events = [
@@ -176,10 +182,11 @@ class JobIntake:
                 source=UrlSource.model_validate({"url": url}),
                 filter=image_filter,
                 requested_at=now,
-                request_fingerprint=_fingerprint(url, image_filter),
+                request_fingerprint=_fingerprint(url, image_filter, callback_url),
                 owner=owner,
+                callback_url=_callback_url(callback_url),
             )
-            for url, image_filter in requests
+            for url, image_filter, callback_url in requests
         ]
         topic = self._settings.images_topic
         with tracing.producing(topic, count=len(events)) as trace_headers:
@@ -231,6 +238,15 @@ class JobIntake:
             logger.warning("could not remove upload %s of a refused job (%r); the sweep will", key, exc)
 
 
-def _fingerprint(source: str | Upload, image_filter: FilterName) -> str:
+def _fingerprint(source: str | Upload, image_filter: FilterName, callback_url: str | None) -> str:
     described = f"upload:{source.sha256}" if isinstance(source, Upload) else f"url:{source}"
-    return hashlib.sha256(f"{described}\n{image_filter.value}".encode()).hexdigest()
+    # Without a callback the fingerprint is the one earlier versions computed, so their keys' retries still match.
+    callback = "" if callback_url is None else f"\ncallback:{callback_url}"
+    return hashlib.sha256(f"{described}\n{image_filter.value}{callback}".encode()).hexdigest()
+
+
+_EVENT_URL: TypeAdapter[HttpUrl] = TypeAdapter(EncodedImageUrl)
+
+
+def _callback_url(url: str | None) -> HttpUrl | None:
+    return None if url is None else _EVENT_URL.validate_python(url)

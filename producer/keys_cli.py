@@ -22,7 +22,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Manage the API's keys in the database of DATABASE_URL (the API's). A key is shown once.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    create = commands.add_parser("create", help="make a key and print it (once)")
+    create = commands.add_parser(
+        "create", help="make a key and print it (once) on stdout, and its callback signing secret on stderr"
+    )
     create.add_argument("--name", required=True, help="who or what holds it (unique)")
     create.add_argument(
         "--roles",
@@ -32,6 +34,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("list", help="every key with its roles, and whether it is revoked")
     revoke = commands.add_parser("revoke", help="stop a key at once")
     revoke.add_argument("name")
+    rotate = commands.add_parser(
+        "rotate-callback-secret",
+        help="give a key a new secret for signing its jobs' completion callbacks, and print it (the old one stops "
+        "at once)",
+    )
+    rotate.add_argument("name")
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
@@ -59,12 +67,20 @@ async def _run(settings: Settings, args: argparse.Namespace, roles: frozenset[Ro
         keys = ApiKeyStore(jobs.engine)
         if args.command == "create":
             assert roles is not None
-            _, secret = await keys.create(args.name, roles)
+            key, secret = await keys.create(args.name, roles)
             print(secret)
+            # On stderr: `KEY=$(image-keys create ...)` keeps taking the key alone.
+            print(f"callback signing secret: {await keys.callback_secret(key.key_id)}", file=sys.stderr)
         elif args.command == "list":
             for key in await keys.list():
                 state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
                 print(f"{key.name}\t{','.join(sorted(key.roles))}\t{state}")
+        elif args.command == "rotate-callback-secret":
+            callback_secret = await keys.rotate_callback_secret(args.name)
+            if callback_secret is None:
+                print(f"image-keys: no active key named {args.name!r}", file=sys.stderr)
+                return 1
+            print(callback_secret)
         elif not await keys.revoke(args.name):
             print(f"image-keys: no active key named {args.name!r}", file=sys.stderr)
             return 1

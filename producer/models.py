@@ -7,12 +7,15 @@ from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from core.addresses import literal_ip_blocked
 from core.jobs import JobStatus
 from schemas import FilterName
 from schemas.events import ImageUrl
 
+BLOCKED_CALLBACK_URL = "blocked_url"
+"""The 422 error type of a callback URL whose host is a non-public literal address."""
 ALLOW_PRIVATE_URLS_CONTEXT = "allow_private_urls"
 """Validation context key: true lets :class:`ImageJobRequest` accept URLs of non-public literal IP addresses."""
 
@@ -31,6 +34,11 @@ class ImageJobRequest(BaseModel):
 
     url: ImageUrl
     filter: FilterName
+    callback_url: ImageUrl | None = Field(
+        default=None,
+        description="Where to POST a signed JSON callback once the job is done or failed (see the README's "
+        "Completion callbacks). The same rules as `url`: http(s), public addresses only.",
+    )
 
     @field_validator("url")
     @classmethod
@@ -42,6 +50,40 @@ class ImageJobRequest(BaseModel):
                 "only public addresses are fetched"
             )
         return url
+
+    @field_validator("callback_url")
+    @classmethod
+    def _public_callback_address(cls, url: ImageUrl | None, info: ValidationInfo) -> ImageUrl | None:
+        return public_callback_url(url, info)
+
+
+class CallbackTarget(BaseModel):
+    """A ``callback_url`` on its own: the multipart form's field, checked as the JSON body's is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    callback_url: ImageUrl | None = None
+
+    @field_validator("callback_url")
+    @classmethod
+    def _public_callback_address(cls, url: ImageUrl | None, info: ValidationInfo) -> ImageUrl | None:
+        return public_callback_url(url, info)
+
+
+def public_callback_url(url: ImageUrl | None, info: ValidationInfo) -> ImageUrl | None:
+    """Refuse a callback URL whose host is a literal non-public address, as image URLs are (unless the context
+    allows private URLs); host names are checked by the worker at each POST, against every address they resolve to.
+    """
+    context = info.context if isinstance(info.context, dict) else {}
+    if url is None or context.get(ALLOW_PRIVATE_URLS_CONTEXT) or url.host is None:
+        return url
+    if literal_ip_blocked(url.host):
+        raise PydanticCustomError(
+            BLOCKED_CALLBACK_URL,
+            "callback URL host is a non-public IP address (loopback, private, link-local, shared or reserved); "
+            "callbacks go to public addresses only",
+        )
+    return url
 
 
 MAX_BATCH_JOBS = 100
@@ -119,6 +161,24 @@ class ThumbnailUrls(BaseModel):
     result: str | None
 
 
+class CallbackAttemptView(BaseModel):
+    """One POST of the job's callback."""
+
+    attempt: int
+    attempted_at: dt.datetime
+    status_code: int | None = Field(description="The receiver's HTTP status; null when no answer came.")
+    error: str | None = Field(description="Why the attempt failed (a status that is not 2xx, a timeout, ...).")
+    delivered: bool
+
+
+class CallbackView(BaseModel):
+    """The job's completion callback: where it goes and every attempt so far."""
+
+    url: str = Field(description="The callback URL, without user info and with query values masked.")
+    attempts: list[CallbackAttemptView]
+    delivered_at: dt.datetime | None = Field(description="When a POST was answered 2xx; null until then.")
+
+
 class JobView(BaseModel):
     """A job's progress as the workers report it."""
 
@@ -147,6 +207,9 @@ class JobView(BaseModel):
         default=None,
         description="When the job's files (result, thumbnails, original) were deleted after `RESULT_TTL`: its URLs "
         "are then null and those routes answer 410. The job itself is kept until `JOB_TTL`, then answers 410 too.",
+    )
+    callback: CallbackView | None = Field(
+        default=None, description="The completion callback, when the job was submitted with a `callback_url`."
     )
 
 

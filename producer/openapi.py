@@ -12,6 +12,7 @@ from core.blobs import THUMBNAIL_MEDIA_TYPE
 from core.imaging import ALLOWED_IMAGE_FORMATS, IMAGE_MEDIA_TYPES, UNKNOWN_MEDIA_TYPE
 from producer.models import BatchResult, ImageBatchRequest, ImageJobRequest, JobAccepted, Problem
 from schemas import FilterName
+from schemas.events import MAX_URL_LENGTH
 
 
 def _inline_definitions(schema: dict[str, Any]) -> dict[str, Any]:
@@ -43,6 +44,13 @@ UPLOAD_SCHEMA: dict[str, Any] = {
             "description": f"The image ({', '.join(ALLOWED_IMAGE_FORMATS)}).",
         },
         "filter": {"type": "string", "enum": [name.value for name in FilterName]},
+        "callback_url": {
+            "type": "string",
+            "format": "uri",
+            "minLength": 1,
+            "maxLength": MAX_URL_LENGTH,
+            "description": "Where to POST a signed JSON callback once the job is done or failed.",
+        },
     },
 }
 SUBMIT_BODY: dict[str, Any] = {
@@ -110,7 +118,9 @@ SUBMIT_RESPONSES: dict[int | str, dict[str, Any]] = {
     415: {"model": Problem, "description": "The body is neither JSON nor multipart/form-data."},
     # FastAPI documents 422 itself only for a route with parameters; this one reads its own (body, header).
     422: {
-        "description": "The body or the Idempotency-Key is invalid; `detail` names each problem.",
+        "description": "The body or the Idempotency-Key is invalid, or the `callback_url` is refused (`blocked_url`: "
+        "a non-public address; `callback_secret_unset`: no API key and no CALLBACK_SECRET to sign it); `detail` "
+        "names each problem.",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}},
     },
     503: {

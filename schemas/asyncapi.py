@@ -1,4 +1,4 @@
-"""The published event contract: an AsyncAPI 3.0.0 document of the main and the dead-letter topic.
+"""The published event contract: an AsyncAPI 3.0.0 document of the main, the dead-letter and the callbacks topic.
 
 It is built from what the code writes (the event models, the header enums, the error codes), never copied from
 it, so the contract cannot drift: a model or header change changes the document, and the tests compare the
@@ -11,6 +11,7 @@ from typing import Any, Final, Protocol
 
 from pydantic import BaseModel
 
+from schemas.callbacks import CALLBACK_TYPE, JobCallbackV1
 from schemas.errors import ErrorCode
 from schemas.events import CONTENT_TYPE, ImageProcessEvent, event_models
 from schemas.headers import DeadLetterHeader, EventHeader, RedriveHeader, TraceHeader
@@ -28,19 +29,24 @@ KAFKA_BINDING_VERSION: Final = "0.5.0"
 # The settings (environment variables) the channel addresses come from; tests hold them to core.settings.
 IMAGES_TOPIC_SETTING: Final = "IMAGES_TOPIC"
 DLQ_TOPIC_SETTING: Final = "DLQ_TOPIC"
+CALLBACKS_TOPIC_SETTING: Final = "CALLBACKS_TOPIC"
 IMAGES: Final = "images"
 DEAD_LETTERS: Final = "images.dlq"
+CALLBACKS: Final = "images.callbacks"
 UNREADABLE: Final = "dead_letter.unreadable"
 
 
 class TopicNames(Protocol):
-    """What the document needs of the settings: the names of the two topics."""
+    """What the document needs of the settings: the names of the topics."""
 
     @property
     def images_topic(self) -> str: ...
 
     @property
     def dlq_topic(self) -> str: ...
+
+    @property
+    def callbacks_topic(self) -> str: ...
 
 
 _COUNT_TEXT: Final[Json] = {"pattern": "^[0-9]+$"}
@@ -97,6 +103,7 @@ def asyncapi_document(topics: TopicNames) -> Json:
     messages = {name: _event_message(name, key, model) for name, (key, model) in versions.items()}
     dead_letters = {f"dead_letter.{name}": _dead_letter_message(name, key) for name, (key, _) in versions.items()}
     dead_letters[UNREADABLE] = _unreadable_dead_letter()
+    callback_name = _schema_name((CALLBACK_TYPE, 1))
 
     def refs(channel: str, names: list[str]) -> list[Json]:
         return [{"$ref": f"#/channels/{_pointer(channel)}/messages/{_pointer(name)}"} for name in names]
@@ -107,7 +114,8 @@ def asyncapi_document(topics: TopicNames) -> Json:
             "title": "Image pipeline events",
             "version": str(_version_of(ImageProcessEvent)),
             "description": "The records of the image pipeline's Kafka topics: `image_process` events on the main "
-            "topic and their dead letters. Record values are UTF-8 JSON, keys the image id as UTF-8 text, header "
+            "topic, their dead letters, and the `job_callback` records of completion callbacks. Record values are "
+            "UTF-8 JSON, keys the image id as UTF-8 text, header "
             "values UTF-8 text (when a name repeats, the last value wins). `info.version` is the event version the "
             "API writes; workers read every version listed here, so deploy them first.",
         },
@@ -128,6 +136,16 @@ def asyncapi_document(topics: TopicNames) -> Json:
                 f"headers and the `dlq.*` ones. Its name is the setting `{DLQ_TOPIC_SETTING}`.",
                 "messages": {name: {"$ref": f"#/components/messages/{_pointer(name)}"} for name in dead_letters},
                 "x-address-setting": DLQ_TOPIC_SETTING,
+            },
+            CALLBACKS: {
+                "address": topics.callbacks_topic,
+                "title": "Completion callbacks",
+                "description": f"One `job_callback` record per finished job that asked for a callback, keyed by "
+                f"image id, read by the workers' callback consumer (group `<CONSUMER_GROUP>.callbacks`); a record it "
+                f"can never read goes to `<{CALLBACKS_TOPIC_SETTING}>.dlq`. Its name is the setting "
+                f"`{CALLBACKS_TOPIC_SETTING}`.",
+                "messages": {callback_name: {"$ref": f"#/components/messages/{_pointer(callback_name)}"}},
+                "x-address-setting": CALLBACKS_TOPIC_SETTING,
             },
         },
         "operations": {
@@ -172,10 +190,27 @@ def asyncapi_document(topics: TopicNames) -> Json:
                 "back as it was too, and is dead-lettered again).",
                 "messages": refs(IMAGES, list(messages)),
             },
+            "appendJobCallback": {
+                "action": "send",
+                "channel": {"$ref": f"#/channels/{_pointer(CALLBACKS)}"},
+                "title": "image-worker appends a finished job's callback",
+                "description": "When a job that asked for a callback is done, or failed after its dead letter, the "
+                "worker that finished it appends one record (again if it runs the job's event again: the delivery "
+                "id is the same, and a delivered one is not sent twice).",
+                "messages": refs(CALLBACKS, [callback_name]),
+            },
+            "deliverJobCallback": {
+                "action": "receive",
+                "channel": {"$ref": f"#/channels/{_pointer(CALLBACKS)}"},
+                "title": "image-worker's callback consumer POSTs it",
+                "description": "The callback consumer POSTs the signed callback to the job's URL, retrying with "
+                "back-off up to `CALLBACK_MAX_ATTEMPTS`, and commits the offset once it is delivered or given up on.",
+                "messages": refs(CALLBACKS, [callback_name]),
+            },
         },
         "components": {
             "schemas": {name: _payload_schema(name, model) for name, (_, model) in versions.items()},
-            "messages": messages | dead_letters,
+            "messages": messages | dead_letters | {callback_name: _callback_message(callback_name)},
         },
     }
 
@@ -239,6 +274,24 @@ def _dead_letter_message(name: str, event: tuple[str, int]) -> Json:
                 "bindingVersion": KAFKA_BINDING_VERSION,
             }
         },
+    }
+
+
+def _callback_message(name: str) -> Json:
+    return {
+        "name": name,
+        "title": f"{name}: a completion callback to deliver",
+        "summary": " ".join((JobCallbackV1.__doc__ or "").split("\n\n", 1)[0].split()),
+        "contentType": CONTENT_TYPE,
+        "headers": _headers(
+            required=list(EventHeader),
+            optional=[],
+            event=(CALLBACK_TYPE, 1),
+            description="The record's headers, as an event's.",
+        ),
+        # Inline: components.schemas holds the image_process versions only.
+        "payload": {"schemaFormat": PAYLOAD_FORMAT, "schema": JobCallbackV1.model_json_schema()},
+        "bindings": {"kafka": {"key": _IMAGE_ID_KEY, "bindingVersion": KAFKA_BINDING_VERSION}},
     }
 
 

@@ -87,18 +87,30 @@ class ImageProcessV2(_ImageProcess):
     owner: str | None = Field(default=None, max_length=36, description="The id of the API key that submitted it.")
 
 
-ImageProcessEvent = ImageProcessV2
-"""The version this code produces; consumers accept every registered version (deploy workers first)."""
-DecodedEvent = ImageProcessV1 | ImageProcessV2
-"""What a consumer may read."""
+class ImageProcessV3(ImageProcessV2):
+    """Version 3 adds the URL the worker calls back once the job is done or failed (a signed webhook).
 
-_MODELS: Final[dict[tuple[str, int], type[ImageProcessV1] | type[ImageProcessV2]]] = {
+    A new version rather than a new optional field of version 2: version 2 forbids unknown fields, so a worker of
+    the previous release would dead-letter such an event instead of processing it (deploy workers first)."""
+
+    version: Literal[3] = 3  # type: ignore[assignment]
+    callback_url: EncodedImageUrl | None = None
+
+
+ImageProcessEvent = ImageProcessV3
+"""The version this code produces; consumers accept every registered version (deploy workers first)."""
+DecodedEvent = ImageProcessV1 | ImageProcessV2 | ImageProcessV3
+"""What a consumer may read."""
+EventModel = type[ImageProcessV1] | type[ImageProcessV2] | type[ImageProcessV3]
+
+_MODELS: Final[dict[tuple[str, int], EventModel]] = {
     (EVENT_TYPE, 1): ImageProcessV1,
     (EVENT_TYPE, 2): ImageProcessV2,
+    (EVENT_TYPE, 3): ImageProcessV3,
 }
 
 
-def event_models() -> dict[tuple[str, int], type[ImageProcessV1] | type[ImageProcessV2]]:
+def event_models() -> dict[tuple[str, int], EventModel]:
     """Every (type, version) a consumer accepts, with its model: what the published contract describes."""
     return dict(_MODELS)
 

@@ -34,6 +34,8 @@ from schemas import (
     event_models,
 )
 from schemas.asyncapi import (
+    CALLBACKS,
+    CALLBACKS_TOPIC_SETTING,
     DEAD_LETTERS,
     DLQ_TOPIC_SETTING,
     IMAGES,
@@ -54,6 +56,7 @@ EVERY_HEADER = [*EventHeader, *DeadLetterHeader, *RedriveHeader, *TraceHeader]
 class Topics(NamedTuple):
     images_topic: str
     dlq_topic: str
+    callbacks_topic: str = "images.callbacks"
 
 
 def _offline(uri: str) -> Resource[Any]:
@@ -144,11 +147,14 @@ def test_every_reference_points_into_the_document(document: dict[str, Any]) -> N
 
 
 def test_channel_addresses_are_the_configured_topic_names() -> None:
-    document = asyncapi_document(Topics(images_topic="jobs-eu", dlq_topic="jobs-eu.dead"))
+    document = asyncapi_document(Topics(images_topic="jobs-eu", dlq_topic="jobs-eu.dead", callbacks_topic="jobs-eu.cb"))
     assert document["channels"][IMAGES]["address"] == "jobs-eu"
     assert document["channels"][DEAD_LETTERS]["address"] == "jobs-eu.dead"
+    assert document["channels"][CALLBACKS]["address"] == "jobs-eu.cb"
     # The settings the document names exist, under those names.
-    assert {IMAGES_TOPIC_SETTING, DLQ_TOPIC_SETTING} <= {name.upper() for name in Settings.model_fields}
+    settings = {name.upper() for name in Settings.model_fields}
+    assert {IMAGES_TOPIC_SETTING, DLQ_TOPIC_SETTING, CALLBACKS_TOPIC_SETTING} <= settings
+    assert document["channels"][CALLBACKS]["x-address-setting"] == CALLBACKS_TOPIC_SETTING
     assert document["channels"][IMAGES]["x-address-setting"] == IMAGES_TOPIC_SETTING
     assert document["channels"][DEAD_LETTERS]["x-address-setting"] == DLQ_TOPIC_SETTING
 
@@ -210,13 +216,15 @@ def test_operations_name_messages_of_their_own_channel(document: dict[str, Any])
         "deadLetterImageJob": ("send", f"#/channels/{DEAD_LETTERS}"),
         "readDeadLetters": ("receive", f"#/channels/{DEAD_LETTERS}"),
         "redriveDeadLetters": ("send", f"#/channels/{IMAGES}"),
+        "appendJobCallback": ("send", f"#/channels/{CALLBACKS}"),
+        "deliverJobCallback": ("receive", f"#/channels/{CALLBACKS}"),
     }
     for name, operation in document["operations"].items():
         for message in operation["messages"]:
             assert message["$ref"].startswith(operation["channel"]["$ref"] + "/messages/"), name
     # The API writes the current version only.
     assert document["operations"]["submitImageJob"]["messages"] == [
-        {"$ref": f"#/channels/{IMAGES}/messages/image_process.v2"}
+        {"$ref": f"#/channels/{IMAGES}/messages/image_process.v3"}
     ]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from consumer.callbacks import callback_engine_settings
 from core.kafka_connection import TokenFile, kafka_connection
 from core.settings import InvalidSettings, Settings, load_settings
 from producer.publisher import TRANSACTIONAL_ID_PREFIX
@@ -142,11 +143,14 @@ def test_settings_pass_to_a_child_process_with_their_secrets(monkeypatch: pytest
 
 def test_the_launchers_acls_name_what_the_services_use() -> None:
     names, defaults = PipelineNames(), Settings()
-    assert (names.images_topic, names.dlq_topic, names.consumer_group) == (
+    assert (names.images_topic, names.dlq_topic, names.callbacks_topic, names.consumer_group) == (
         defaults.images_topic,
         defaults.dlq_topic,
+        defaults.callbacks_topic,
         defaults.consumer_group,
     )
+    assert names.callbacks_group == callback_engine_settings(defaults).consumer_group
+    assert names.callbacks_dlq_topic == callback_engine_settings(defaults).dlq_topic
     assert names.transactional_id_prefix == TRANSACTIONAL_ID_PREFIX
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
 from consumer.handler import JobHandler
 from consumer.metrics import WorkerMetrics
@@ -30,7 +30,7 @@ from core.database import create_engine
 from core.jobs import Expired, Job, JobStatus, JobStore, utc_now
 from core.schema import upgrade
 from core.settings import InvalidSettings, Settings, load_settings
-from core.tables import expired_jobs_table, jobs_table, processed_events_table
+from core.tables import callback_attempts_table, expired_jobs_table, jobs_table, processed_events_table
 from tests.support.api import api_client
 from tests.support.database import empty_postgres_database
 from tests.support.events import as_record, url_event
@@ -121,13 +121,28 @@ def job_blob_keys(blobs: BlobStore, image_id: str) -> list[str]:
 
 
 async def rows_of(jobs: JobStore, image_id: str) -> tuple[int, int, int]:
-    """How many jobs, processed-event and tombstone rows name ``image_id``."""
+    """How many jobs (with their callback attempts), processed-event and tombstone rows name ``image_id``."""
     async with jobs.engine.connect() as connection:
         counts = []
-        for table in (jobs_table, processed_events_table, expired_jobs_table):
+        for table in (jobs_table, callback_attempts_table, processed_events_table, expired_jobs_table):
             statement = select(func.count()).select_from(table).where(table.c.image_id == image_id)
             counts.append(int((await connection.execute(statement)).scalar_one()))
-    return counts[0], counts[1], counts[2]
+    return counts[0] + counts[1], counts[2], counts[3]
+
+
+async def record_callback_attempt(jobs: JobStore, image_id: str) -> None:
+    row = {
+        "delivery_id": str(uuid.uuid4()),
+        "attempt": 1,
+        "image_id": image_id,
+        "url": "https://example.com/hook",
+        "attempted_at": utc_now(),
+        "status_code": 200,
+        "error": None,
+        "delivered": True,
+    }
+    async with jobs.engine.begin() as connection:
+        await connection.execute(insert(callback_attempts_table), row)
 
 
 async def done_job(api: httpx.AsyncClient, settings: Settings, headers: Headers, url: str) -> str:
@@ -154,7 +169,8 @@ async def test_a_job_past_its_ttl_has_its_files_and_row_deleted_and_answers_410_
     image_id = await done_job(api, worker_settings, alice, images.url("/img/1.png"))
     path = f"/images/{image_id}"
     assert all([await blobs.exists(key) for key in job_blob_keys(blobs, image_id)])
-    assert await rows_of(jobs, image_id) == (1, 1, 0)
+    await record_callback_attempt(jobs, image_id)
+    assert await rows_of(jobs, image_id) == (2, 1, 0)
 
     before_ttl = await sweeper(worker_settings, jobs, blobs, RESULT_TTL_S - 60).sweep_once()
     assert before_ttl == Counter(), "nothing is due before RESULT_TTL (a Counter of zeros equals an empty one)"
@@ -162,7 +178,9 @@ async def test_a_job_past_its_ttl_has_its_files_and_row_deleted_and_answers_410_
     await sweeper(worker_settings, jobs, blobs, JOB_TTL_S + 60, metrics).sweep_once()
 
     assert not any([await blobs.exists(key) for key in job_blob_keys(blobs, image_id)])
-    assert await rows_of(jobs, image_id) == (0, 0, 1), "row and processed id deleted, a tombstone left"
+    assert await rows_of(jobs, image_id) == (0, 0, 1), (
+        "row, callback attempt and processed id deleted, a tombstone left"
+    )
     assert not (worker_settings.blob_store_location().folder / "thumbnails" / image_id).exists(), "no empty folder"
     gone = await api.get(path, headers=alice)
     assert gone.status_code == 410, gone.text

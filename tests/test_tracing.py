@@ -15,6 +15,7 @@ from core import tracing
 from core.settings import Settings
 from schemas import TraceHeader
 from tests.reliability.harness import free_port, wait_until_ready
+from tests.support.callback_receiver import CallbackReceiver, callback_receiver
 from tests.support.image_server import ImageServer
 from tests.support.otlp_collector import CollectedSpan, OtlpCollector, otlp_collector
 from tests.support.processes import ApiProcess, WorkerProcess
@@ -37,8 +38,18 @@ def collector() -> Iterator[OtlpCollector]:
 @pytest.fixture
 def traced(kafka_bootstrap: str, tmp_path: Path, collector: OtlpCollector) -> Settings:
     return worker_test_settings(
-        kafka_bootstrap, tmp_path, otel_exporter_otlp_endpoint=collector.endpoint, log_format="json"
+        kafka_bootstrap,
+        tmp_path,
+        otel_exporter_otlp_endpoint=collector.endpoint,
+        log_format="json",
+        callback_secret="tracing-test-secret",
     )
+
+
+@pytest.fixture
+def receiver() -> Iterator[CallbackReceiver]:
+    with callback_receiver() as receiver:
+        yield receiver
 
 
 @pytest.fixture
@@ -53,8 +64,9 @@ async def api_url(traced: Settings, tmp_path: Path) -> AsyncIterator[str]:
         worker.stop()
 
 
-async def submitted(client: httpx.AsyncClient, url: str) -> str:
-    accepted = await client.post("/images", json={"url": url, "filter": "grayscale"})
+async def submitted(client: httpx.AsyncClient, url: str, callback_url: str | None = None) -> str:
+    request = {"url": url, "filter": "grayscale"} | ({} if callback_url is None else {"callback_url": callback_url})
+    accepted = await client.post("/images", json=request)
     assert accepted.status_code == 202, accepted.text
     image_id: str = accepted.json()["id"]
     return image_id
@@ -90,10 +102,15 @@ def one(spans: list[CollectedSpan], what: str) -> CollectedSpan:
 
 
 async def test_one_trace_links_a_post_to_its_job_done_and_a_redrive_links_back(
-    api_url: str, traced: Settings, collector: OtlpCollector, images: ImageServer, tmp_path: Path
+    api_url: str,
+    traced: Settings,
+    collector: OtlpCollector,
+    images: ImageServer,
+    receiver: CallbackReceiver,
+    tmp_path: Path,
 ) -> None:
     async with httpx.AsyncClient(base_url=api_url, timeout=10) as client:
-        done_id = await submitted(client, images.url("/img/1.png"))
+        done_id = await submitted(client, images.url("/img/1.png"), callback_url=receiver.url("/hook"))
         poison_id = await submitted(client, images.url("/late/2.png"))  # 404 until released: dead-lettered
         await reaches(client, done_id, "done")
         await reaches(client, poison_id, "failed")
@@ -107,12 +124,14 @@ async def test_one_trace_links_a_post_to_its_job_done_and_a_redrive_links_back(
 
     def sends_of(image_id: str, spans: list[CollectedSpan]) -> list[CollectedSpan]:
         return [
-            s for s in spans if s.kind == "producer" and s.attributes.get("messaging.kafka.message.key") == image_id
+            s
+            for s in spans
+            if s.name == f"send {topic}" and s.attributes.get("messaging.kafka.message.key") == image_id
         ]
 
     async def every_job_ended() -> bool:
-        ended = [s for s in collector.spans() if s.name == "mark done"]
-        return len(ended) == 2 and any(s.name == f"redrive {topic}" for s in collector.spans())
+        names = [s.name for s in collector.spans()]
+        return names.count("mark done") == 2 and f"redrive {topic}" in names and "post callback" in names
 
     await eventually(every_job_ended, what="both jobs' spans exported")
     spans = collector.spans()
@@ -134,6 +153,14 @@ async def test_one_trace_links_a_post_to_its_job_done_and_a_redrive_links_back(
         "the worker's SQL statements are spans of the job"
     )
     assert {s.trace_id for s in (request, send, process, *children(spans, process))} == {send.trace_id}
+    # The job's completion callback goes on in its trace: appended, consumed, POSTed with the trace's traceparent.
+    callbacks = traced.callbacks_topic
+    appended = one([s for s in children(spans, process) if s.name == f"send {callbacks}"], "callback append")
+    delivery = one([s for s in children(spans, appended) if s.kind == "consumer"], "callback consumer span")
+    post = one([s for s in children(spans, delivery) if s.name == "post callback"], "callback POST span")
+    assert delivery.service == post.service == "image-worker"
+    [received] = receiver.received
+    assert received.headers["traceparent"].split("-")[1:3] == [send.trace_id, post.span_id]
     lines = [json.loads(line) for line in (tmp_path / "worker.log").read_text().splitlines() if line.startswith("{")]
     job_lines = [line for line in lines if line.get("job_id") == done_id]
     assert job_lines, "the worker logged about the job"

@@ -50,6 +50,7 @@ class PipelineNames:
 
     images_topic: str = "images"
     dlq_topic: str = "images.dlq"
+    callbacks_topic: str = "images.callbacks"
     consumer_group: str = "image-workers"
     transactional_id_prefix: str = "image-api-"  # the API's producers are image-api-<host>-<pid>-<n>
     api_user: str = "image-api"
@@ -64,6 +65,15 @@ class PipelineNames:
     def redrive_group(self) -> str:
         return f"{self.consumer_group}.redrive"
 
+    @property
+    def callbacks_group(self) -> str:
+        """The workers' callback consumer's group (consumer.callbacks)."""
+        return f"{self.consumer_group}.callbacks"
+
+    @property
+    def callbacks_dlq_topic(self) -> str:
+        return f"{self.callbacks_topic}.dlq"
+
 
 def pipeline_acls(names: PipelineNames) -> list[Acl]:
     """What each service may do; anything else is refused (``allow.everyone.if.no.acl.found=false``)."""
@@ -75,14 +85,23 @@ def pipeline_acls(names: PipelineNames) -> list[Acl]:
         Acl(api, describe, topic, names.images_topic),
         Acl(api, write, transactional_id, names.transactional_id_prefix, prefixed=True),
         Acl(api, describe, transactional_id, names.transactional_id_prefix, prefixed=True),
-        # Workers create their two topics when missing, with the partition count their settings ask for.
-        *(Acl(worker, create, topic, name) for name in (names.images_topic, names.dlq_topic)),
+        # Workers create their topics when missing, with the partition count their settings ask for.
+        *(
+            Acl(worker, create, topic, name)
+            for name in (names.images_topic, names.dlq_topic, names.callbacks_topic, names.callbacks_dlq_topic)
+        ),
         Acl(worker, read, topic, names.images_topic),
         Acl(worker, describe, topic, names.images_topic),
         Acl(worker, read, group, names.consumer_group),
         Acl(worker, describe, group, names.consumer_group),
         Acl(worker, write, topic, names.dlq_topic),
         Acl(worker, describe, topic, names.dlq_topic),
+        # Completion callbacks: appended and delivered by the workers, on a topic and in a group of their own.
+        *(Acl(worker, operation, topic, names.callbacks_topic) for operation in (read, write, describe)),
+        Acl(worker, read, group, names.callbacks_group),
+        Acl(worker, describe, group, names.callbacks_group),
+        Acl(worker, write, topic, names.callbacks_dlq_topic),
+        Acl(worker, describe, topic, names.callbacks_dlq_topic),
         # image-replay: reset the workers' group; redrive reads dead letters and writes them back to the main topic.
         *(
             Acl(replay, operation, resource, name)

@@ -17,6 +17,7 @@ def make_settings(bootstrap_servers: str, tmp_path: Path, **overrides: object) -
         "kafka_bootstrap_servers": bootstrap_servers,
         "images_topic": f"images-{suffix}",
         "dlq_topic": f"images-{suffix}.dlq",
+        "callbacks_topic": f"images-{suffix}.callbacks",
         "topic_partitions": 3,
         "consumer_group": f"workers-{suffix}",
         "database_url": f"sqlite:///{tmp_path / 'jobs.db'}",

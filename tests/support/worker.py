@@ -13,7 +13,9 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 from sqlalchemy import func, select
 
+from consumer.callbacks import CallbackConsumer
 from consumer.handler import JobHandler
+from consumer.metrics import WorkerMetrics
 from consumer.worker import Worker
 from core.blobs import open_blob_store
 from core.jobs import JobStatus, JobStore
@@ -106,6 +108,22 @@ async def running_worker(settings: Settings) -> AsyncIterator[Worker]:
         worker.stop()
         await task
         await handler.aclose()
+        await jobs.close()
+
+
+@contextlib.asynccontextmanager
+async def running_callback_consumer(settings: Settings) -> AsyncIterator[WorkerMetrics]:
+    """The callback consumer of a worker process, running in this process until the block ends; its metrics."""
+    jobs = JobStore.from_url(settings.database_url)
+    metrics = WorkerMetrics()
+    consumer = CallbackConsumer(settings, jobs, metrics)
+    task = asyncio.create_task(consumer.run())
+    try:
+        yield metrics
+    finally:
+        consumer.stop()
+        await task
+        await consumer.aclose()
         await jobs.close()
 
 
