@@ -21,6 +21,7 @@ from consumer.download import (
     ascii_host,
     checked_addresses,
     display_url,
+    guarded_client,
     netloc,
     split_url,
     system_resolver,
@@ -63,14 +64,7 @@ class CallbackSender:
         self._timeout_s = settings.callback_timeout_s
         self._allow_private = settings.allow_private_urls
         self._resolve = resolver or system_resolver
-        # As for downloads: no pooled connection verified for another host name, no environment proxy.
-        self._client = httpx.AsyncClient(
-            transport=transport,
-            follow_redirects=False,
-            trust_env=False,
-            timeout=httpx.Timeout(self._timeout_s),
-            limits=httpx.Limits(max_keepalive_connections=0),
-        )
+        self._client = guarded_client(self._timeout_s, transport)
 
     async def aclose(self) -> None:
         await self._client.aclose()

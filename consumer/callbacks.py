@@ -20,14 +20,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable
 from typing import Final, TypeVar
 
 from aiokafka import ConsumerRecord
 from aiokafka.errors import KafkaError
 
 from consumer.callback_sender import CallbackSender, PostOutcome
-from consumer.errors import DependencyUnavailable, PermanentError, TransientError, UndecodableEvent, describe_error
+from consumer.errors import (
+    PermanentError,
+    TransientError,
+    UndecodableEvent,
+    database_call,
+    describe_error,
+)
 from consumer.metrics import WorkerMetrics
 from consumer.outcomes import Outcome
 from consumer.records import coordinates
@@ -35,7 +40,6 @@ from consumer.worker import Worker
 from core import tracing
 from core.api_keys import ApiKeyStore
 from core.callback_attempts import CallbackAttempt, CallbackAttempts
-from core.database import is_transient_database_error
 from core.jobs import JobStore, utc_now
 from core.settings import Settings
 from core.topics import ensure_topics
@@ -97,7 +101,7 @@ class CallbackDelivery:
         except MalformedCallback as exc:
             raise UndecodableEvent(f"undecodable callback record: {exc}") from exc
         delivery = str(callback.delivery_id)
-        progress = await _database(self._attempts.progress(delivery))
+        progress = await database_call(self._attempts.progress(delivery))
         if progress.delivered:
             logger.info("Skipping callback %s of job %s: delivered already", delivery, callback.image_id)
             return Outcome.SKIPPED_DUPLICATE
@@ -117,7 +121,7 @@ class CallbackDelivery:
                 outcome = await self._post(callback, secret)
             except PermanentError as exc:  # the URL is not allowed (any more): asking again will not help
                 outcome, final = PostOutcome(None, describe_error(exc)), True
-        await _database(
+        await database_call(
             self._attempts.record(
                 CallbackAttempt(
                     delivery_id=delivery,
@@ -163,7 +167,7 @@ class CallbackDelivery:
         if owner is None:
             secret = self._settings.callback_secret
             return None if secret is None else secret.get_secret_value()
-        return await _database(self._keys.callback_secret(owner))
+        return await database_call(self._keys.callback_secret(owner))
 
     async def _post(self, callback: JobCallbackV1, secret: str) -> PostOutcome:
         body = CallbackPayload.of(callback).model_dump_json().encode()
@@ -211,13 +215,3 @@ class CallbackConsumer:
 
     async def aclose(self) -> None:
         await self._sender.aclose()
-
-
-async def _database(operation: Awaitable[T]) -> T:
-    """Await a database call, turning errors that may pass into :class:`DependencyUnavailable` (no attempt spent)."""
-    try:
-        return await operation
-    except Exception as exc:
-        if is_transient_database_error(exc):
-            raise DependencyUnavailable(f"database unavailable: {describe_error(exc)}") from exc
-        raise

@@ -102,6 +102,23 @@ def display_url(url: str) -> str:
     return redact_url(url)
 
 
+def guarded_client(timeout_s: float, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+    """An httpx client for requests to untrusted URLs whose address the caller checked and connects to.
+
+    No redirects (each hop is checked by the caller). No keep-alive: pooled connections are keyed by the IP we
+    connect to, and reusing one that was verified for another host name (same CDN address) would skip that host's
+    certificate check. trust_env=False: an environment proxy would resolve the name again on its side and undo the
+    address check.
+    """
+    return httpx.AsyncClient(
+        transport=transport,
+        follow_redirects=False,
+        trust_env=False,
+        timeout=httpx.Timeout(timeout_s),
+        limits=httpx.Limits(max_keepalive_connections=0),
+    )
+
+
 class ImageDownloader:
     """Downloads images under the SSRF guard, a total deadline and a byte limit; one shared httpx client.
 
@@ -119,16 +136,7 @@ class ImageDownloader:
         self._max_bytes = settings.max_download_bytes
         self._allow_private = settings.allow_private_urls
         self._resolve = resolver or system_resolver
-        # No keep-alive: pooled connections are keyed by the IP we connect to, and reusing one that was verified
-        # for another host name (same CDN address) would skip that host's certificate check. trust_env=False: an
-        # environment proxy would resolve the name again on its side and undo the address check.
-        self._client = httpx.AsyncClient(
-            transport=transport,
-            follow_redirects=False,
-            trust_env=False,
-            timeout=httpx.Timeout(self._timeout_s),
-            limits=httpx.Limits(max_keepalive_connections=0),
-        )
+        self._client = guarded_client(self._timeout_s, transport)
 
     async def __aenter__(self) -> ImageDownloader:
         return self

@@ -12,9 +12,13 @@ Each class names its stable :class:`schemas.ErrorCode`, which dead letters carry
 
 from __future__ import annotations
 
-from typing import ClassVar, Final
+from collections.abc import Awaitable
+from typing import ClassVar, Final, TypeVar
 
+from core.database import is_transient_database_error
 from schemas import ErrorCode
+
+T = TypeVar("T")
 
 MAX_ERROR_CHARS: Final = 500
 
@@ -63,3 +67,14 @@ def describe_error(error: BaseException) -> str:
     """``ErrorClass: message``, short enough for the job row and a DLQ header."""
     text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
     return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
+
+
+async def database_call(operation: Awaitable[T]) -> T:
+    """Await a database call, turning errors that may pass into :class:`DependencyUnavailable`: the record waits
+    for the database without spending an attempt."""
+    try:
+        return await operation
+    except Exception as exc:
+        if is_transient_database_error(exc):
+            raise DependencyUnavailable(f"database unavailable: {describe_error(exc)}") from exc
+        raise

@@ -23,7 +23,6 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import logging
-from collections.abc import Awaitable
 from typing import TypeVar
 
 import aiokafka
@@ -36,6 +35,7 @@ from consumer.errors import (
     PermanentError,
     UndecodableEvent,
     UnsupportedEvent,
+    database_call,
     describe_error,
 )
 from consumer.metrics import WorkerMetrics
@@ -44,7 +44,6 @@ from consumer.records import coordinates
 from consumer.render import Rendering, UnusableImage, render
 from core import log_context, tracing
 from core.blobs import BlobMissing, BlobStore, ThumbnailKind
-from core.database import is_transient_database_error
 from core.imaging import UnsupportedImage, decode_cost_bytes, open_image
 from core.jobs import Cancelled, Expired, Job, JobStatus, JobStore, utc_now
 from core.settings import Settings
@@ -142,7 +141,7 @@ class JobHandler:
             kafka_partition=record.partition,
             kafka_offset=record.offset,
         )
-        started = await _database(self._jobs.mark_processing(job, event_id=event_id))
+        started = await database_call(self._jobs.mark_processing(job, event_id=event_id))
         if started is None:
             logger.info("Skipping event %s: already processed (%s)", event_id, coordinates(record))
             await self._append_callback(event)
@@ -174,7 +173,7 @@ class JobHandler:
             job, status=JobStatus.DONE, updated_at=finished_at, finished_at=finished_at, result_key=result_key
         )
         with tracing.step("mark done"):
-            completed = await _database(self._jobs.complete(done, event_id=event_id))
+            completed = await database_call(self._jobs.complete(done, event_id=event_id))
         if not completed:
             logger.info("Skipping event %s: a duplicate finished first (%s)", event_id, coordinates(record))
             await self._append_callback(event)
@@ -202,7 +201,7 @@ class JobHandler:
         now = utc_now()
         failed = Job.from_event(event, JobStatus.FAILED, attempts=attempts, now=now)
         failed = dataclasses.replace(failed, finished_at=now, error=describe_error(error))
-        await _database(self._jobs.mark_failed(failed))
+        await database_call(self._jobs.mark_failed(failed))
         await self._append_callback(event)
 
     async def _append_callback(self, event: DecodedEvent) -> None:
@@ -210,7 +209,7 @@ class JobHandler:
         failure recorded after a duplicate finished the job done leaves it done, and done is what is called back)."""
         if not isinstance(event, ImageProcessV3) or event.callback_url is None:
             return
-        job = await _database(self._jobs.get(str(event.image_id)))
+        job = await database_call(self._jobs.get(str(event.image_id)))
         if job is not None and job.status in (JobStatus.DONE, JobStatus.FAILED):
             await self._outbox.append(job)
 
@@ -273,16 +272,6 @@ class JobHandler:
                 f"uploaded image {source.key} does not match its checksum (sha256 {digest}, event says {source.sha256})"
             )
         return data
-
-
-async def _database(operation: Awaitable[T]) -> T:
-    """Await a JobStore call, turning database errors that may pass into :class:`DependencyUnavailable`."""
-    try:
-        return await operation
-    except Exception as exc:
-        if is_transient_database_error(exc):
-            raise DependencyUnavailable(f"database unavailable: {describe_error(exc)}") from exc
-        raise
 
 
 def _decode(record: aiokafka.ConsumerRecord) -> DecodedEvent:

@@ -80,14 +80,7 @@ def producing(
     if not enabled():
         yield []
         return
-    attributes: dict[str, str | int] = {
-        "messaging.system": "kafka",
-        "messaging.operation.type": "send",
-        "messaging.operation.name": "send",
-        "messaging.destination.name": topic,
-    }
-    if key is not None:
-        attributes["messaging.kafka.message.key"] = key.decode(errors="replace")
+    attributes = _messaging_attributes("send", topic, key)
     if count != 1:
         attributes["messaging.batch.message_count"] = count
     span_name = name or f"send {topic}"
@@ -104,16 +97,8 @@ def consuming(
     if not enabled():
         yield
         return
-    attributes: dict[str, str | int] = {
-        "messaging.system": "kafka",
-        "messaging.operation.type": "process",
-        "messaging.operation.name": "process",
-        "messaging.destination.name": topic,
-        "messaging.destination.partition.id": str(partition),
-        "messaging.kafka.offset": offset,
-    }
-    if key is not None:
-        attributes["messaging.kafka.message.key"] = key.decode(errors="replace")
+    attributes = _messaging_attributes("process", topic, key)
+    attributes |= {"messaging.destination.partition.id": str(partition), "messaging.kafka.offset": offset}
     parent = context_of(headers)
     with _TRACER.start_as_current_span(
         f"process {topic}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
@@ -170,6 +155,19 @@ def links_to(records_headers: Iterable[Iterable[tuple[str, bytes]]]) -> list[Lin
         if span_context.is_valid:
             links.append(Link(span_context))
     return links
+
+
+def _messaging_attributes(operation: str, topic: str, key: bytes | None) -> dict[str, str | int]:
+    """OpenTelemetry's messaging attributes of a Kafka ``operation`` (send, process) on ``topic``."""
+    attributes: dict[str, str | int] = {
+        "messaging.system": "kafka",
+        "messaging.operation.type": operation,
+        "messaging.operation.name": operation,
+        "messaging.destination.name": topic,
+    }
+    if key is not None:
+        attributes["messaging.kafka.message.key"] = key.decode(errors="replace")
+    return attributes
 
 
 class _RecordHeaders(Getter[list[tuple[str, bytes]]]):

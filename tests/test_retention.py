@@ -20,7 +20,6 @@ import httpx
 import pytest
 from sqlalchemy import func, insert, select
 
-from consumer.handler import JobHandler
 from consumer.metrics import WorkerMetrics
 from consumer.retention import RetentionSweeper
 from consumer.worker import Worker
@@ -275,22 +274,9 @@ async def test_a_job_whose_files_expired_is_not_started_again(worker_settings: S
     assert (stored.status, stored.executions) == (JobStatus.FAILED, 0), "left as it was"
 
 
-@contextlib.asynccontextmanager
-async def sweeping_worker(settings: Settings, at_s: float) -> AsyncIterator[Worker]:
+def sweeping_worker(settings: Settings, at_s: float) -> contextlib.AbstractAsyncContextManager[Worker]:
     """A worker with its retention sweeper (clock ``at_s`` ahead) consuming in this process until the block ends."""
-    jobs = JobStore.from_url(settings.database_url)
-    blobs = open_blob_store(settings)
-    metrics = WorkerMetrics()
-    handler = JobHandler(settings, jobs, blobs, metrics=metrics)
-    worker = Worker(settings, handler, metrics=metrics, sweeper=sweeper(settings, jobs, blobs, at_s, metrics))
-    task = asyncio.create_task(worker.run())
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        await task
-        await handler.aclose()
-        await jobs.close()
+    return running_worker(settings, sweeper=lambda jobs, blobs, metrics: sweeper(settings, jobs, blobs, at_s, metrics))
 
 
 async def test_two_workers_sweep_each_expired_job_once_and_only_the_lease_holder_sweeps(

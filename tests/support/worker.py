@@ -16,8 +16,9 @@ from sqlalchemy import func, select
 from consumer.callbacks import CallbackConsumer
 from consumer.handler import JobHandler
 from consumer.metrics import WorkerMetrics
+from consumer.retention import RetentionSweeper
 from consumer.worker import Worker
-from core.blobs import open_blob_store
+from core.blobs import BlobStore, open_blob_store
 from core.jobs import JobStatus, JobStore
 from core.kafka_connection import kafka_connection
 from core.schema import upgrade
@@ -93,14 +94,21 @@ async def offsets_all_committed(settings: Settings) -> bool:
     return all(committed.get(partition) == offset for partition, offset in end.items())
 
 
+SweeperFactory = Callable[[JobStore, BlobStore, WorkerMetrics], RetentionSweeper]
+
+
 @contextlib.asynccontextmanager
-async def running_worker(settings: Settings) -> AsyncIterator[Worker]:
-    """A worker (with the real handler) consuming in this process until the block ends."""
+async def running_worker(settings: Settings, *, sweeper: SweeperFactory | None = None) -> AsyncIterator[Worker]:
+    """A worker (with the real handler, and the retention sweeper ``sweeper`` makes, if given) consuming in this
+    process until the block ends."""
     jobs = JobStore.from_url(settings.database_url)
     await upgrade(jobs.engine)
     await ensure_topics(settings)
-    handler = JobHandler(settings, jobs, open_blob_store(settings))
-    worker = Worker(settings, handler)
+    blobs = open_blob_store(settings)
+    metrics = WorkerMetrics()
+    handler = JobHandler(settings, jobs, blobs, metrics=metrics)
+    retention = None if sweeper is None else sweeper(jobs, blobs, metrics)
+    worker = Worker(settings, handler, metrics=metrics, sweeper=retention)
     task = asyncio.create_task(worker.run())
     try:
         yield worker
