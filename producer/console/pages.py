@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from core.api_keys import Role
 from core.blobs import ThumbnailKind
+from core.callback_attempts import CallbackAttempts
 from core.job_listing import JobQuery, MalformedCursor
 from core.jobs import Job, JobStatus
 from core.urls import redact_url
@@ -164,7 +165,13 @@ async def job_page(request: Request, image_id: uuid.UUID) -> Response:
     user = await viewer(request, Role.READ)
     job = await _visible_job(request, user, image_id)
     cancellable = job.status is JobStatus.QUEUED and (Role.SUBMIT in user.roles or is_admin(user))
-    context = {"title": f"Job {image_id}", "user": user, "job": _row(job), "cancellable": cancellable}
+    context = {
+        "title": f"Job {image_id}",
+        "user": user,
+        "job": _row(job),
+        "cancellable": cancellable,
+        "callback": await _callback(request, job),
+    }
     return render(request, "job.html", context)
 
 
@@ -268,6 +275,29 @@ def _row(job: Job) -> dict[str, object]:
         "result_thumbnail": f"{base}/thumbnails/result" if done else None,
         "original": f"{base}/original" if done else None,
         "result": f"{base}/result" if done else None,
+    }
+
+
+async def _callback(request: Request, job: Job) -> dict[str, object] | None:
+    """The job's completion callback and its attempts, oldest first; None when it asked for none."""
+    if job.callback_url is None:
+        return None
+    attempts = (await CallbackAttempts(get_services(request).jobs.engine).of_images([job.image_id])).get(
+        job.image_id, []
+    )
+    return {
+        "url": redact_url(job.callback_url),
+        "delivered": any(attempt.delivered for attempt in attempts),
+        "attempts": [
+            {
+                "number": attempt.attempt,
+                "at": attempt.attempted_at,
+                "answer": attempt.status_code,
+                "error": attempt.error,
+                "delivered": attempt.delivered,
+            }
+            for attempt in attempts
+        ],
     }
 
 

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from core.api_keys import ApiKeyStore, Role
+from core.callback_attempts import CallbackAttempt, CallbackAttempts
 from core.jobs import Job, JobStatus, JobStore
 from core.settings import Settings
 from producer.console.rendering import CONTENT_SECURITY_POLICY
@@ -155,6 +156,44 @@ async def test_what_users_wrote_is_shown_as_text_never_as_markup(secured: Settin
             assert scripts == ['<script src="/console/static/console.js" defer>'], "no inline script"
             assert page.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
             assert page.headers["x-frame-options"] == "DENY"
+
+
+async def test_the_job_page_shows_each_callback_attempt(secured: Settings, store: JobStore) -> None:
+    key_id, secret = await new_key(store, "alice", Role.READ)
+    now = dt.datetime.now(dt.UTC)
+    hook = f"https://hooks.example.com/{XSS}?token=s3cret"
+    job = Job(
+        image_id=str(uuid.uuid4()),
+        status=JobStatus.FAILED,
+        filter="blur",
+        source_url="https://example.com/a.png",
+        blob_key=None,
+        request_fingerprint=None,
+        requested_at=now,
+        updated_at=now,
+        finished_at=now,
+        error="http_4xx",
+        owner=key_id,
+        callback_url=hook,
+    )
+    await store.record_accepted(job)
+    await store.mark_failed(job)
+    attempts = CallbackAttempts(store.engine)
+    for number, (status, error) in enumerate([(500, "answered HTTP 500"), (200, None)], start=1):
+        attempt = CallbackAttempt(str(uuid.uuid4()), number, job.image_id, hook, now, status, error, status == 200)
+        await attempts.record(attempt)
+    async with api_client(secured) as console:
+        await log_in(console, secret)
+        page = await console.get(f"/console/jobs/{job.image_id}")
+
+    assert page.status_code == 200
+    section = page.text[page.text.index('id="callback"') :]
+    assert "token=s3cret" not in page.text, "the callback URL's query values are masked"
+    assert "<script>alert" not in section
+    assert re.findall(r'data-delivered="(\w+)"', section) == ["false", "true"]
+    assert "HTTP 500" in section
+    assert "answered HTTP 500" in section
+    assert "Delivered" in section
 
 
 async def test_another_keys_job_is_not_there(secured: Settings, store: JobStore) -> None:
