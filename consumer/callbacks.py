@@ -33,7 +33,7 @@ from consumer.errors import (
     database_call,
     describe_error,
 )
-from consumer.metrics import WorkerMetrics
+from consumer.metrics import Liveness, WorkerMetrics
 from consumer.outcomes import Outcome
 from consumer.records import coordinates
 from consumer.worker import Worker
@@ -200,6 +200,11 @@ class CallbackConsumer:
         delivery = CallbackDelivery(settings, jobs, self._sender, metrics)
         # Metrics of its own: the engine's record counters, lag and in-flight gauge are the image lane's names.
         self._engine = Worker(self._settings, delivery, metrics=WorkerMetrics(), worker_id=worker_id)
+
+    @property
+    def liveness(self) -> Liveness:
+        """Whether its poll loop runs and it is in its group: what the worker's /livez also answers for."""
+        return self._engine.liveness
 
     async def run(self) -> None:
         """Consume until :meth:`stop`. A topic that cannot be created now is left to the outbox (which creates the

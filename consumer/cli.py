@@ -86,6 +86,7 @@ async def serve(settings: Settings) -> None:
     async with _services(settings, metrics) as (handler, jobs, sweeper):
         worker = Worker(settings, handler, metrics=metrics, sweeper=sweeper)
         callbacks = CallbackConsumer(settings, jobs, metrics, worker_id=f"{worker.worker_id}:callbacks")
+        worker.liveness.watch("callbacks", callbacks.liveness)
         _install_signal_handlers(worker, callbacks)
         try:
             async with contextlib.AsyncExitStack() as stack:

@@ -100,6 +100,7 @@ class Liveness:
         self._clock = clock
         self._last_poll = clock()
         self._out_of_group_since: float | None = clock()
+        self._watched: dict[str, Liveness] = {}
 
     def polled(self) -> None:
         self._last_poll = self._clock()
@@ -111,6 +112,11 @@ class Liveness:
         if self._out_of_group_since is None:
             self._out_of_group_since = self._clock()
 
+    def watch(self, name: str, other: Liveness) -> None:
+        """Count ``other``'s problems as this one's, named: a worker process is alive only while each of its
+        consumers is (the image lane and the callback consumer), so /livez and ``image_worker_alive`` say so."""
+        self._watched[name] = other
+
     def problems(self) -> list[str]:
         """Why the worker is not alive; empty when it is."""
         now = self._clock()
@@ -119,4 +125,5 @@ class Liveness:
             problems.append(f"no poll for {now - self._last_poll:.0f} s")
         if self._out_of_group_since is not None and now - self._out_of_group_since > self.timeout_s:
             problems.append(f"not in the consumer group for {now - self._out_of_group_since:.0f} s")
+        problems.extend(f"{name}: {problem}" for name, other in self._watched.items() for problem in other.problems())
         return problems

@@ -50,3 +50,16 @@ def test_never_joining_is_not_alive() -> None:
     clock.now += 40
     liveness.polled()
     assert liveness.problems() == ["not in the consumer group for 40 s"]
+
+
+def test_a_stalled_companion_consumer_makes_the_worker_not_alive() -> None:
+    clock = FakeClock()
+    images, callbacks = Liveness(timeout_s=30, clock=clock), Liveness(timeout_s=30, clock=clock)
+    images.watch("callbacks", callbacks)
+    images.joined()
+    callbacks.joined()
+    clock.now += 31
+    images.polled()
+    assert images.problems() == ["callbacks: no poll for 31 s"]
+    callbacks.polled()
+    assert images.problems() == []
