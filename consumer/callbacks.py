@@ -199,7 +199,9 @@ class CallbackConsumer:
         self._sender = sender or CallbackSender(settings)
         delivery = CallbackDelivery(settings, jobs, self._sender, metrics)
         # Metrics of its own: the engine's record counters, lag and in-flight gauge are the image lane's names.
-        self._engine = Worker(self._settings, delivery, metrics=WorkerMetrics(), worker_id=worker_id)
+        # Its lines are its own (consumer.callbacks.engine), apart from the image lane's consumer.worker ones.
+        engine_log = logging.getLogger(f"{__name__}.engine")
+        self._engine = Worker(self._settings, delivery, metrics=WorkerMetrics(), worker_id=worker_id, log=engine_log)
 
     @property
     def liveness(self) -> Liveness:

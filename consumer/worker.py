@@ -64,8 +64,11 @@ class Worker:
         metrics: WorkerMetrics | None = None,
         worker_id: str | None = None,
         sweeper: RetentionSweeper | None = None,
+        log: logging.Logger = logger,
     ) -> None:
+        """``log`` names the engine in its lines (membership, commits): a process may run more than one."""
         self.settings = settings
+        self._log = log
         self.metrics = metrics or WorkerMetrics()
         self.liveness = Liveness(settings.liveness_timeout_s)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
@@ -106,7 +109,7 @@ class Worker:
             if sweeper is not None and sweeping is not None:
                 sweeper.stop()
                 await sweeping
-        logger.info("worker %s stopped", self.worker_id)
+        self._log.info("worker %s stopped", self.worker_id)
 
     async def _consume(self) -> None:
         settings = self.settings
@@ -206,13 +209,13 @@ class Worker:
             # The group is rebalancing or we were expelled: the partitions' next owner re-reads from the last
             # commit, and the processed-ids table makes that harmless.
             named = {partition_name(tp): o for tp, o in offsets.items()}
-            logger.warning("commit of %s failed: %r", named, exc, extra=KAFKA_TROUBLE)
+            self._log.warning("commit of %s failed: %r", named, exc, extra=KAFKA_TROUBLE)
             return
         for partition, offset in offsets.items():
             owned = self._owned.get(partition)
             if owned is not None:  # a release may have forgotten it while the commit was in flight
                 owned.offsets.committed = offset
-        logger.debug("committed %s", {partition_name(tp): o for tp, o in offsets.items()})
+        self._log.debug("committed %s", {partition_name(tp): o for tp, o in offsets.items()})
 
     async def _release(self, partitions: list[TopicPartition]) -> None:
         """Start nothing new on ``partitions``, let running records finish (bounded), commit, forget them."""
@@ -236,12 +239,12 @@ class Worker:
             owned.offsets.committed = await self._consumer.committed(partition)
         self._paused = False  # an assignment resets aiokafka's pause state; the loop re-applies it
         self.liveness.joined()
-        logger.info("assigned %s", sorted(partition_name(partition) for partition in partitions))
+        self._log.info("assigned %s", sorted(partition_name(partition) for partition in partitions))
 
     async def _on_revoked(self, partitions: Iterable[TopicPartition]) -> None:
         self.liveness.left()
         owned = [partition for partition in partitions if partition in self._owned]
-        logger.info("revoked %s", sorted(partition_name(partition) for partition in owned))
+        self._log.info("revoked %s", sorted(partition_name(partition) for partition in owned))
         await self._release(owned)
 
     def _update_lag(self) -> None:
