@@ -3,9 +3,10 @@
 It runs beside the poll loop in every worker (:class:`consumer.worker.Worker` starts and stops it), but only the
 worker holding the database lease ``retention`` sweeps (:mod:`core.leases`): one sweep per interval across the
 group, and when that worker stops it gives the lease up so another takes over at its next interval (one that dies
-loses it when it lapses, after three intervals). A pass does bounded work (``RETENTION_BATCH_SIZE`` jobs a step)
-and never blocks the image lane: it only awaits the database and the blob store. Files go first, then the mark
-that they are gone, so a pass cut off in between deletes them again next time; a blob already missing is fine.
+loses it when it lapses, after three intervals). A pass does bounded work (``RETENTION_BATCH_SIZE`` jobs a step);
+while passes come out full, the next follows at once rather than an interval later, so a backlog is worked off. It
+never blocks the image lane: it only awaits the database and the blob store. Files go first, then the mark that
+they are gone, so a pass cut off in between deletes them again next time; a blob already missing is fine.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ class RetentionSweeper:
         duration_s = LEASE_INTERVALS * settings.retention_sweep_interval_s
         self.lease = Lease(jobs.engine, LEASE_NAME, holder, duration_s, clock)
         self._stopping = asyncio.Event()
+        # Whether the last pass left work due: one of its steps handled a whole RETENTION_BATCH_SIZE.
+        self.behind = False
 
     @property
     def enabled(self) -> bool:
@@ -77,6 +80,10 @@ class RetentionSweeper:
                     await self.sweep_once()
                 except (OSError, SQLAlchemyError) as exc:  # the database or the blob store: it may pass
                     logger.warning("retention sweep failed (%r); next try in %.0f s", exc, self._interval_s)
+                    self.behind = False
+                if self.behind:  # a step was full: more is due now, and waiting an interval would never catch up
+                    await asyncio.sleep(0)
+                    continue
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._interval_s):
                         await self._stopping.wait()
@@ -94,9 +101,11 @@ class RetentionSweeper:
         if not await self.lease.acquire():
             return None
         now = self._clock()
-        removed = await self._expire_files(now)  # first: a row is deleted only once its files are
+        removed, files_of = await self._expire_files(now)  # first: a row is deleted only once its files are
         removed["job"] += await self._expire_rows(now)
         removed["tombstone"] += await self._prune_tombstones(now)
+        batch = self._settings.retention_batch_size
+        self.behind = batch in (files_of, removed["job"], removed["tombstone"])
         for kind, count in removed.items():
             if count:
                 self._metrics.retention_removed.labels(kind=kind).inc(count)
@@ -106,11 +115,12 @@ class RetentionSweeper:
             logger.info("retention sweep removed %s", shown)
         return removed
 
-    async def _expire_files(self, now: dt.datetime) -> Counter[str]:
+    async def _expire_files(self, now: dt.datetime) -> tuple[Counter[str], int]:
+        """Delete the files of the jobs due; what was removed by kind, and of how many jobs."""
         removed: Counter[str] = Counter()
         ttl_s = ttl_seconds(self._settings.result_ttl)
         if ttl_s is None:
-            return removed
+            return removed, 0
         finished_before = now - dt.timedelta(seconds=ttl_s)
         due = await self._store.files_due(finished_before, self._settings.retention_batch_size)
         for start in range(0, len(due), BLOB_DELETES_AT_ONCE):
@@ -118,7 +128,7 @@ class RetentionSweeper:
             for kinds in await asyncio.gather(*(self._delete_files(job) for job in chunk)):
                 removed.update(kinds)
         await self._store.mark_files_expired([job.image_id for job in due], finished_before, now)
-        return removed
+        return removed, len(due)
 
     async def _expire_rows(self, now: dt.datetime) -> int:
         ttl_s = ttl_seconds(self._settings.job_ttl)

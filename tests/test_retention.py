@@ -274,6 +274,32 @@ async def test_a_job_whose_files_expired_is_not_started_again(worker_settings: S
     assert (stored.status, stored.executions) == (JobStatus.FAILED, 0), "left as it was"
 
 
+async def test_a_backlog_larger_than_a_batch_is_worked_off_without_waiting_an_interval(
+    worker_settings: Settings, jobs: JobStore, blobs: BlobStore
+) -> None:
+    settings = worker_settings.model_copy(update={"retention_batch_size": 2, "retention_sweep_interval_s": 3600.0})
+    now = utc_now()
+    image_ids = []
+    for _ in range(5):
+        event = url_event("https://example.com/a.png")
+        await jobs.mark_failed(dataclasses.replace(Job.from_event(event, JobStatus.FAILED, now=now), finished_at=now))
+        image_ids.append(str(event.image_id))
+    metrics = WorkerMetrics()
+    retention = sweeper(settings, jobs, blobs, JOB_TTL_S + 60, metrics)
+    task = asyncio.create_task(retention.run())
+    try:
+
+        async def all_gone() -> bool:
+            return [await rows_of(jobs, image_id) for image_id in image_ids] == [(0, 0, 1)] * len(image_ids)
+
+        await eventually(all_gone, timeout_s=30, what="five expired jobs removed in batches of two")
+    finally:
+        retention.stop()
+        await task
+    assert removed(metrics, "job") == 5
+    assert sweeps(metrics) >= 3, "three passes at least, one after another"
+
+
 def sweeping_worker(settings: Settings, at_s: float) -> contextlib.AbstractAsyncContextManager[Worker]:
     """A worker with its retention sweeper (clock ``at_s`` ahead) consuming in this process until the block ends."""
     return running_worker(settings, sweeper=lambda jobs, blobs, metrics: sweeper(settings, jobs, blobs, at_s, metrics))
