@@ -18,8 +18,7 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from schemas.events import CONTENT_TYPE, EncodedImageUrl
-from schemas.headers import EventHeader
+from schemas.events import EncodedImageUrl, record_headers
 
 CALLBACK_TYPE: Final = "job_callback"
 SIGNATURE_VERSION: Final = "v1"
@@ -98,11 +97,7 @@ def encode_callback(callback: JobCallbackV1) -> bytes:
 
 def callback_headers(callback: JobCallbackV1) -> list[tuple[str, bytes]]:
     """Record headers, as :func:`schemas.events.event_headers` writes them for events."""
-    return [
-        (EventHeader.CONTENT_TYPE.value, CONTENT_TYPE.encode()),
-        (EventHeader.EVENT_TYPE.value, callback.type.encode()),
-        (EventHeader.EVENT_VERSION.value, str(callback.version).encode()),
-    ]
+    return record_headers(callback.type, callback.version)
 
 
 def decode_callback(value: bytes | None) -> JobCallbackV1:

@@ -134,10 +134,15 @@ def encode_event(event: DecodedEvent) -> bytes:
 
 def event_headers(event: DecodedEvent) -> list[tuple[str, bytes]]:
     """Record headers that let tools route or filter without parsing the value."""
+    return record_headers(event.type, event.version)
+
+
+def record_headers(record_type: str, version: int) -> list[tuple[str, bytes]]:
+    """The headers of every typed JSON record the pipeline writes (events, callbacks): content type, type, version."""
     return [
         (EventHeader.CONTENT_TYPE.value, CONTENT_TYPE.encode()),
-        (EventHeader.EVENT_TYPE.value, event.type.encode()),
-        (EventHeader.EVENT_VERSION.value, str(event.version).encode()),
+        (EventHeader.EVENT_TYPE.value, record_type.encode()),
+        (EventHeader.EVENT_VERSION.value, str(version).encode()),
     ]
 
 
